@@ -1,0 +1,142 @@
+"""Command line: `hellogpt [COMMAND]`. With no command, the guided console application.
+
+Each command is a thin entry point into the module that does the work; modules are
+imported only when their command runs, so that start-up stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from hellogpt.config import add_config_flags
+from hellogpt.errors import UserError
+from hellogpt.paths import Home
+
+# command -> (module, function); each function takes (args, home) and returns an exit code.
+COMMANDS = {
+    "app": ("hellogpt.console", "run_cli"),
+    "data download": ("hellogpt.download", "run_cli"),
+    "data info": ("hellogpt.dataloader", "run_info_cli"),
+    "tokenizer train": ("hellogpt.tokenizer", "run_train_cli"),
+    "train": ("hellogpt.train", "run_cli"),
+    "eval": ("hellogpt.evaluate", "run_cli"),
+    "plot": ("hellogpt.plots", "run_cli"),
+    "generate": ("hellogpt.engine", "run_cli"),
+    "info": ("hellogpt.console", "run_info_cli"),
+    "export": ("hellogpt.hf", "run_export_cli"),
+    "import-hf": ("hellogpt.hf", "run_import_cli"),
+    "inspect": ("hellogpt.inspection", "run_cli"),
+}
+
+
+def _add_model_selector(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-name", metavar="NAME", help="which model (default: the configured model_name)")
+    p.add_argument("--serial", type=int, metavar="N", help="which checkpoint serial (default: the latest)")
+
+
+def _add_generation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=50, metavar="K", help="sample among the K likeliest (0: off)")
+    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling (1.0: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="1.0: off")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hellogpt",
+        description="HelloGPT: train a small GPT on plain-text books and watch it write. "
+        "With no command, a guided console application walks you through it.",
+    )
+    parser.add_argument("--home", metavar="DIR", help="folder holding data/ and artifacts/ "
+                        "(default: $HELLOGPT_HOME, else the project root)")
+    parser.add_argument("--data", metavar="PATH", help="a folder of .txt books or a single .txt file (default: <home>/data)")
+    parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every question (for scripts)")
+    parser.add_argument("--model-name", metavar="NAME", help="which model the application uses")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="get books and see what is in them")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    dl = data_sub.add_parser("download", help="download Project Gutenberg books into data/")
+    dl.add_argument("ids", nargs="*", type=int, metavar="ID", help="Gutenberg book ids (default: a set of eight)")
+    dl.add_argument("--mirror", metavar="URL", help="a Gutenberg mirror with the cache/epub/<id>/pg<id>.txt layout "
+                    "(default: $HELLOGPT_GUTENBERG_MIRROR, else https://www.gutenberg.org)")
+    dl.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per-request timeout (default: 30)")
+    info = data_sub.add_parser("info", help="books, characters, bytes and tokens per split")
+    info.add_argument("--val-fraction", type=float, default=None, metavar="F")
+
+    tok = sub.add_parser("tokenizer", help="the byte-level BPE tokenizer")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
+    tt = tok_sub.add_parser("train", help="train the tokenizer on the books")
+    tt.add_argument("--vocab-size", type=int, default=None, metavar="N", help="vocabulary size (default: from config)")
+    tt.add_argument("--val-fraction", type=float, default=None, metavar="F")
+
+    train = sub.add_parser("train", help="train a model (Ctrl-C saves and stops)")
+    train.add_argument("--model-name", metavar="NAME")
+    train.add_argument("--resume", action="store_true", help="continue from the latest serial")
+    add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a checkpoint")
+    _add_model_selector(ev)
+    ev.add_argument("--all", action="store_true", help="evaluate on the whole text, not only the validation split")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+
+    plot = sub.add_parser("plot", help="redraw a model's loss curve")
+    plot.add_argument("--model-name", metavar="NAME")
+
+    gen = sub.add_parser("generate", help="continue a prompt and print it")
+    gen.add_argument("prompt", help="the text to continue")
+    _add_model_selector(gen)
+    _add_generation_flags(gen)
+    gen.add_argument("--json", action="store_true", help="print JSON: text, token counts, timing")
+
+    sub.add_parser("info", help="models, serials, tokenizer and data")
+
+    ex = sub.add_parser("export", help="write a checkpoint in Hugging Face GPT-2 format")
+    ex.add_argument("out_dir", metavar="OUT_DIR")
+    ex.add_argument("--format", choices=["hf"], default="hf")
+    _add_model_selector(ex)
+
+    im = sub.add_parser("import-hf", help="turn a local GPT-2-format model into a HelloGPT checkpoint")
+    im.add_argument("dir", metavar="DIR")
+    im.add_argument("--model-name", metavar="NAME", required=True)
+
+    ins = sub.add_parser("inspect", help="see inside the model on a prompt: tokens, attention, logit lens")
+    ins.add_argument("prompt")
+    _add_model_selector(ins)
+    ins.add_argument("--top-k", type=int, default=10, metavar="K")
+    ins.add_argument("--out", metavar="DIR", help="where the PNGs and index.html go")
+    return parser
+
+
+def command_key(args: argparse.Namespace) -> str:
+    if args.command is None:
+        return "app"
+    for group in ("data", "tokenizer"):
+        if args.command == group:
+            return f"{group} {getattr(args, group + '_command')}"
+    return args.command
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = COMMANDS[command_key(args)]
+    try:
+        home = Home.resolve(args.home)
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args, home) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `hellogpt generate ... | head` closed the pipe: not an error. Silence the final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,143 @@
+"""Every setting in one place, with its default.
+
+Defaults live here; a TOML file (`--config FILE`) overrides them, and command-line
+flags override both (`--d-model 384`, one flag per field below). `model_name` is the
+versioning key: checkpoints go to artifacts/checkpoints/<model_name>/serial_<N>.pt.
+The effective configuration is printed when training starts and stored in every
+checkpoint, and a checkpoint is always rebuilt from its own stored copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from hellogpt.errors import UserError
+from hellogpt.model import GPTConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class Config:
+    # --- identity ---
+    model_name: str = "hellogpt"  # checkpoints: artifacts/checkpoints/<model_name>/
+
+    # --- tokenizer and data ---
+    vocab_size: int = 8000  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    val_fraction: float = 0.1  # the last 10% of each book's characters are held out
+
+    # --- model (see model.py) ---
+    max_seq_len: int = 128  # context length
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ffn: int = 1024
+    dropout: float = 0.1
+    bias: bool = True
+    tie_embeddings: bool = True
+
+    # --- training ---
+    batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine decays to lr x min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on weight matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    epochs: float = 1.0  # passes over the training tokens (used when neither max_steps nor time is set)
+    max_steps: int = 0  # 0: decided by epochs or time
+    time: float = 0.0  # seconds of training; 0: decided by epochs or max_steps
+    eval_every: int = 200  # steps between validation runs
+    save_every: int = 0  # steps between checkpoints (0: only at the end and on Ctrl-C)
+    seed: int = 1337
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    compile: bool = False  # torch.compile the model
+
+    def model_config(self, vocab_size: int | None = None) -> GPTConfig:
+        """The model's part of the configuration (vocab_size comes from the trained tokenizer)."""
+        return GPTConfig(
+            vocab_size=vocab_size or self.vocab_size,
+            max_seq_len=self.max_seq_len,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_ffn=self.d_ffn,
+            dropout=self.dropout,
+            bias=self.bias,
+            tie_embeddings=self.tie_embeddings,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Rebuild from a stored copy; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field, defaulting to None so that only what the user typed overrides."""
+    group = parser.add_argument_group("settings (defaults in src/hellogpt/config.py)")
+    group.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
+    for f in fields(Config):
+        if f.name == "model_name":
+            continue  # every command that takes it declares --model-name itself
+        default = f.default
+        if isinstance(default, bool):
+            group.add_argument(_flag(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                               help=f"(default: {default})")
+        else:
+            group.add_argument(_flag(f.name), dest=f.name, default=None, type=type(default), metavar="N" if
+                               isinstance(default, (int, float)) else "S", help=f"(default: {default})")
+
+
+def load_config(config_file: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the TOML file, then the overrides (None values are ignored)."""
+    values: dict = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        except FileNotFoundError:
+            raise UserError(f"Config file {path} does not exist. Check the path given to --config.")
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"Config file {path} is not valid TOML ({e}). Fix the file or leave out --config.")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    by_name = {f.name: f for f in fields(Config)}
+    unknown = sorted(set(values) - set(by_name))
+    if unknown:
+        raise UserError(
+            f"Unknown setting(s) {', '.join(unknown)} in {config_file or 'the settings'}. "
+            f"Known settings: {', '.join(by_name)}."
+        )
+    for name, value in values.items():
+        expected = type(by_name[name].default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise UserError(
+                f"Setting {name} = {value!r} in {config_file or 'the settings'} should be a {expected.__name__} "
+                f"(default: {by_name[name].default!r})."
+            )
+    return Config(**values)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
+    return load_config(getattr(args, "config", None), overrides)
