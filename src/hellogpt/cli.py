@@ -32,8 +32,19 @@ COMMANDS = {
 }
 
 
+def _common_flags(parser: argparse.ArgumentParser, default) -> None:
+    """Flags every command takes, before or after its name (`hellogpt --home X train` = `hellogpt train --home X`)."""
+    parser.add_argument("--home", metavar="DIR", default=default,
+                        help="folder holding data/ and artifacts/ (default: $HELLOGPT_HOME, else the project root)")
+    parser.add_argument("--data", metavar="PATH", default=default,
+                        help="a folder of .txt books or a single .txt file (default: <home>/data)")
+    parser.add_argument("--model-name", metavar="NAME", default=default,
+                        help="which model (default: model_name in config.py)")
+    parser.add_argument("-y", "--yes", action="store_true", default=default,
+                        help="answer yes to every question (for scripts)")
+
+
 def _add_model_selector(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-name", metavar="NAME", help="which model (default: the configured model_name)")
     p.add_argument("--serial", type=int, metavar="N", help="which checkpoint serial (default: the latest)")
 
 
@@ -53,60 +64,56 @@ def build_parser() -> argparse.ArgumentParser:
         description="HelloGPT: train a small GPT on plain-text books and watch it write. "
         "With no command, a guided console application walks you through it.",
     )
-    parser.add_argument("--home", metavar="DIR", help="folder holding data/ and artifacts/ "
-                        "(default: $HELLOGPT_HOME, else the project root)")
-    parser.add_argument("--data", metavar="PATH", help="a folder of .txt books or a single .txt file (default: <home>/data)")
-    parser.add_argument("-y", "--yes", action="store_true", help="answer yes to every question (for scripts)")
-    parser.add_argument("--model-name", metavar="NAME", help="which model the application uses")
+    _common_flags(parser, default=None)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_flags(common, default=argparse.SUPPRESS)  # a subcommand's copy only overrides when given
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add = lambda subparsers, name, **kw: subparsers.add_parser(name, parents=[common], **kw)  # noqa: E731
 
-    data = sub.add_parser("data", help="get books and see what is in them")
+    data = add(sub, "data", help="get books and see what is in them")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    dl = data_sub.add_parser("download", help="download Project Gutenberg books into data/")
+    dl = add(data_sub, "download", help="download Project Gutenberg books into data/")
     dl.add_argument("ids", nargs="*", type=int, metavar="ID", help="Gutenberg book ids (default: a set of eight)")
     dl.add_argument("--mirror", metavar="URL", help="a Gutenberg mirror with the cache/epub/<id>/pg<id>.txt layout "
                     "(default: $HELLOGPT_GUTENBERG_MIRROR, else https://www.gutenberg.org)")
     dl.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per-request timeout (default: 30)")
-    info = data_sub.add_parser("info", help="books, characters, bytes and tokens per split")
+    info = add(data_sub, "info", help="books, characters, bytes and tokens per split")
     info.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
-    tok = sub.add_parser("tokenizer", help="the byte-level BPE tokenizer")
+    tok = add(sub, "tokenizer", help="the byte-level BPE tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
-    tt = tok_sub.add_parser("train", help="train the tokenizer on the books")
+    tt = add(tok_sub, "train", help="train the tokenizer on the books")
     tt.add_argument("--vocab-size", type=int, default=None, metavar="N", help="vocabulary size (default: from config)")
     tt.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
-    train = sub.add_parser("train", help="train a model (Ctrl-C saves and stops)")
-    train.add_argument("--model-name", metavar="NAME")
+    train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")
     train.add_argument("--resume", action="store_true", help="continue from the latest serial")
     add_config_flags(train)
 
-    ev = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a checkpoint")
+    ev = add(sub, "eval", help="validation loss, perplexity and bits per byte of a checkpoint")
     _add_model_selector(ev)
     ev.add_argument("--all", action="store_true", help="evaluate on the whole text, not only the validation split")
     ev.add_argument("--json", action="store_true", help="print JSON")
 
-    plot = sub.add_parser("plot", help="redraw a model's loss curve")
-    plot.add_argument("--model-name", metavar="NAME")
+    add(sub, "plot", help="redraw a model's loss curve")
 
-    gen = sub.add_parser("generate", help="continue a prompt and print it")
+    gen = add(sub, "generate", help="continue a prompt and print it")
     gen.add_argument("prompt", help="the text to continue")
     _add_model_selector(gen)
     _add_generation_flags(gen)
     gen.add_argument("--json", action="store_true", help="print JSON: text, token counts, timing")
 
-    sub.add_parser("info", help="models, serials, tokenizer and data")
+    add(sub, "info", help="models, serials, tokenizer and data")
 
-    ex = sub.add_parser("export", help="write a checkpoint in Hugging Face GPT-2 format")
+    ex = add(sub, "export", help="write a checkpoint in Hugging Face GPT-2 format")
     ex.add_argument("out_dir", metavar="OUT_DIR")
     ex.add_argument("--format", choices=["hf"], default="hf")
     _add_model_selector(ex)
 
-    im = sub.add_parser("import-hf", help="turn a local GPT-2-format model into a HelloGPT checkpoint")
+    im = add(sub, "import-hf", help="turn a local GPT-2-format model into a HelloGPT checkpoint")
     im.add_argument("dir", metavar="DIR")
-    im.add_argument("--model-name", metavar="NAME", required=True)
 
-    ins = sub.add_parser("inspect", help="see inside the model on a prompt: tokens, attention, logit lens")
+    ins = add(sub, "inspect", help="see inside the model on a prompt: tokens, attention, logit lens")
     ins.add_argument("prompt")
     _add_model_selector(ins)
     ins.add_argument("--top-k", type=int, default=10, metavar="K")

@@ -141,3 +141,8 @@ def load_config(config_file: str | Path | None = None, overrides: dict | None = 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
     return load_config(getattr(args, "config", None), overrides)
+
+
+def model_name_from_args(args: argparse.Namespace) -> str:
+    """--model-name if given, else the default model_name above."""
+    return getattr(args, "model_name", None) or Config.model_name
