@@ -8,13 +8,20 @@ books. `<|endoftext|>` separates documents. Saved as artifacts/tokenizer/tokeniz
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+from rich.console import Console
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from hellogpt.config import Config
+from hellogpt.corpus import data_path, find_books, read_book, split_text
 from hellogpt.errors import UserError
+from hellogpt.fileio import atomic_path
+from hellogpt.paths import Home
 
 EOT = "<|endoftext|>"
 
@@ -32,7 +39,14 @@ class Tokenizer:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+        # The "fast" variant skips character offsets, which HelloGPT never uses: about twice the speed.
+        return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def encode_documents(self, texts: list[str], dtype=np.uint32) -> list[np.ndarray]:
+        """Each text's ids, exactly as `encode` gives them, computed in parallel over pieces of all texts."""
+        pieces = [split_for_encoding(text) for text in texts]
+        ids = iter(self.encode_batch([p for text_pieces in pieces for p in text_pieces]))
+        return [np.concatenate([np.asarray(next(ids), dtype=dtype) for _ in text_pieces]) for text_pieces in pieces]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=False)
@@ -58,6 +72,34 @@ def _byte_decoder() -> dict[str, int]:
 
 
 _BYTE_DECODER = _byte_decoder()
+
+
+def split_for_encoding(text: str, size: int = 1 << 16) -> list[str]:
+    """Cut a long text into pieces of about `size` characters that tokenize exactly as the whole does.
+
+    The cuts fall only just after a "\n" that has non-whitespace on both sides. The
+    byte-level pre-tokenizer always splits there (no pre-token holds "\n" next to a
+    non-space), and BPE merges never cross pre-tokens, so the pieces' ids, joined, are
+    the text's ids. Many pieces keep every core busy on a single long book.
+    """
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = _next_safe_cut(text, start + size)
+        if cut == -1:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _next_safe_cut(text: str, i: int) -> int:
+    """The first index >= i that is just after "\n" between two non-whitespace characters, else -1."""
+    while (newline := text.find("\n", i)) != -1:
+        if 0 < newline < len(text) - 1 and not text[newline - 1].isspace() and not text[newline + 1].isspace():
+            return newline + 1
+        i = newline + 1
+    return -1
 
 
 def new_bpe() -> HFTokenizer:
@@ -97,3 +139,44 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise UserError(f"The tokenizer {path} has no {EOT} token, so it was not made by HelloGPT. "
                         "Delete it and run `hellogpt tokenizer train`.")
     return Tokenizer(hf, fingerprint_file(path))
+
+
+MIN_VOCAB_SIZE = 257  # the 256 byte values plus <|endoftext|>
+
+
+def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: float,
+                    show_progress: bool = True) -> Tokenizer:
+    """Learn BPE merges from the training part of every book (never the validation part), save
+    the result atomically to home.tokenizer_path and return it."""
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(f"--vocab-size {vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} "
+                        "(the 256 byte values plus <|endoftext|>). Try 1024 to 8000.")
+    console = Console(quiet=not show_progress)
+    books = find_books(data_path)
+    started = time.perf_counter()
+    with console.status(f"Reading {len(books)} book(s) from {data_path}"):
+        train_texts = [split_text(read_book(p), val_fraction)[0] for p in books]
+    chars = sum(len(t) for t in train_texts)
+    console.print(f"Training a byte-level BPE tokenizer (vocabulary {vocab_size:,}) on the training part "
+                  f"of {len(books)} book(s): {chars:,} characters.")
+    # Pieces rather than whole books: the trainer counts words on every core at once.
+    pieces = [piece for text in train_texts for piece in split_for_encoding(text)]
+    hf = train_bpe(pieces, vocab_size, show_progress=show_progress)
+    with atomic_path(home.tokenizer_path) as tmp:
+        hf.save(str(tmp))
+    tokenizer = load_tokenizer(home.tokenizer_path)
+    console.print(f"Saved {home.tokenizer_path} (vocabulary {tokenizer.vocab_size:,}) "
+                  f"in {time.perf_counter() - started:.1f} s.")
+    return tokenizer
+
+
+def run_train_cli(args, home: Home) -> int:
+    """`hellogpt tokenizer train [--data PATH] [--vocab-size N] [--val-fraction F]`."""
+    defaults = Config()
+    train_tokenizer(
+        home,
+        data_path(home, args.data),
+        vocab_size=args.vocab_size or defaults.vocab_size,
+        val_fraction=defaults.val_fraction if args.val_fraction is None else args.val_fraction,
+    )
+    return 0

@@ -1,0 +1,246 @@
+"""Tokenized books and the batches cut from them.
+
+Every book is split by characters (first part train, last `val_fraction` validation)
+and each part is tokenized on its own, so no validation text ever reaches training.
+The ids of each split are one flat array, <|endoftext|> after every document:
+
+    train.bin   book1_train EOT book2_train EOT ...     (uint16, or uint32 for a vocabulary > 65,536)
+    val.bin     book1_val   EOT book2_val   EOT ...
+
+They are cached under artifacts/tokens/<key>/, the key a hash of the tokenizer file,
+the books' contents and the split, so the cache rebuilds itself when any of them
+changes, and are read back as memory maps: a book collection larger than RAM works.
+A training batch is B random windows of T+1 tokens sliced out of the map: inputs are
+the first T, targets the last T. Windows are never materialised up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hellogpt.config import Config
+from hellogpt.corpus import check_val_fraction, data_path, find_books, read_book, split_text
+from hellogpt.errors import UserError
+from hellogpt.fileio import fsync_dir, fsync_file
+from hellogpt.paths import Home
+from hellogpt.tokenizer import Tokenizer, load_tokenizer
+
+CACHE_FORMAT = 1  # bump when the layout of the cache changes, so old caches are not misread
+SPLITS = ("train", "val")
+
+
+@dataclass
+class BookStats:
+    name: str
+    chars: int
+    bytes: int  # UTF-8 bytes of the cleaned text
+    train_chars: int
+    val_chars: int
+    train_bytes: int
+    val_bytes: int
+    train_tokens: int  # without the <|endoftext|> that follows the document
+    val_tokens: int
+
+
+@dataclass
+class TokenData:
+    train: np.ndarray  # (N_train,) uint16/uint32 memmap
+    val: np.ndarray  # (N_val,)
+    fingerprint: str  # the books (names and cleaned contents)
+    tokenizer_fingerprint: str
+    val_fraction: float
+    books: list[BookStats]
+    path: Path  # the cache folder
+
+    def split(self, name: str) -> np.ndarray:
+        return {"train": self.train, "val": self.val}[name]
+
+    def text_bytes(self, name: str) -> int:
+        """UTF-8 bytes of text behind a split (for bits per byte)."""
+        return sum(getattr(b, f"{name}_bytes") for b in self.books)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def fingerprint_books(books: list[Path], texts: list[str]) -> str:
+    """A hash of the books' names and cleaned texts: it changes when any book is added, removed or edited."""
+    h = hashlib.sha256()
+    for path, text in zip(books, texts):
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(text.encode()).digest())
+    return h.hexdigest()[:16]
+
+
+def prepare_tokens(home: Home, data_path: Path, tokenizer: Tokenizer, val_fraction: float,
+                   show_progress: bool = True) -> TokenData:
+    """The books at `data_path` as token memmaps, from the cache or tokenized now (and cached)."""
+    check_val_fraction(val_fraction)
+    books = find_books(data_path)
+    texts = [read_book(p) for p in books]
+    fingerprint = fingerprint_books(books, texts)
+    key = hashlib.sha256(f"{CACHE_FORMAT}:{tokenizer.fingerprint}:{fingerprint}:{val_fraction!r}".encode())
+    cache = home.tokens_dir / key.hexdigest()[:16]
+    if not (cache / "meta.json").is_file():
+        _build_cache(cache, books, texts, tokenizer, val_fraction, fingerprint, show_progress)
+    return _load_cache(cache)
+
+
+def _build_cache(cache: Path, books: list[Path], texts: list[str], tokenizer: Tokenizer, val_fraction: float,
+                 fingerprint: str, show_progress: bool) -> None:
+    """Tokenize into a temporary folder and rename it into place: the cache is complete or absent."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    eot = np.array([tokenizer.eot_id], dtype=dtype).tobytes()
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    stats = []
+    progress = Progress(TextColumn("Tokenizing {task.description}"), BarColumn(), DownloadColumn(),
+                        TimeRemainingColumn(), disable=not show_progress, transient=True)
+    try:
+        with progress, open(tmp / "train.bin", "wb") as train_file, open(tmp / "val.bin", "wb") as val_file:
+            task = progress.add_task(f"{len(books)} book(s)", total=sum(len(t.encode()) for t in texts))
+            for path, text in zip(books, texts):
+                parts = split_text(text, val_fraction)
+                ids = tokenizer.encode_documents(list(parts), dtype=dtype)
+                for fh, part, part_ids in zip((train_file, val_file), parts, ids):
+                    if part:  # an empty part (val_fraction 0) is no document: no <|endoftext|> either
+                        fh.write(part_ids.tobytes() + eot)
+                (train, val), (train_ids, val_ids) = parts, ids
+                stats.append(BookStats(
+                    name=path.name, chars=len(text), bytes=len(text.encode()),
+                    train_chars=len(train), val_chars=len(val),
+                    train_bytes=len(train.encode()), val_bytes=len(val.encode()),
+                    train_tokens=len(train_ids), val_tokens=len(val_ids)))
+                progress.advance(task, stats[-1].bytes)
+        meta = {"format": CACHE_FORMAT, "dtype": dtype.name, "fingerprint": fingerprint,
+                "tokenizer_fingerprint": tokenizer.fingerprint, "val_fraction": val_fraction,
+                "books": [asdict(s) for s in stats]}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for name in ("train.bin", "val.bin", "meta.json"):
+            fsync_file(tmp / name)
+        try:
+            tmp.rename(cache)
+        except OSError:
+            if not (cache / "meta.json").is_file():  # not simply another process that finished first
+                raise
+        fsync_dir(cache.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_split(path: Path, dtype: np.dtype) -> np.ndarray:
+    if path.stat().st_size == 0:  # an empty file cannot be memory-mapped
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _load_cache(cache: Path) -> TokenData:
+    meta = json.loads((cache / "meta.json").read_text())
+    dtype = np.dtype(meta["dtype"])
+    return TokenData(
+        train=_open_split(cache / "train.bin", dtype),
+        val=_open_split(cache / "val.bin", dtype),
+        fingerprint=meta["fingerprint"],
+        tokenizer_fingerprint=meta["tokenizer_fingerprint"],
+        val_fraction=meta["val_fraction"],
+        books=[BookStats(**b) for b in meta["books"]],
+        path=cache,
+    )
+
+
+def num_windows(tokens: np.ndarray, seq_len: int) -> int:
+    """How many non-overlapping training samples (windows of seq_len targets) a split holds."""
+    return max(0, (len(tokens) - 1) // seq_len)
+
+
+def _windows(tokens: np.ndarray, starts: torch.Tensor, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets for windows starting at `starts` (B,): one vectorised gather, no per-token Python."""
+    idx = starts[:, None] + torch.arange(seq_len + 1)  # (B, T+1)
+    window = torch.from_numpy(tokens[idx.numpy()].astype(np.int64))  # (B, T+1)
+    x = window[:, :-1].contiguous()  # (B, T)
+    y = window[:, 1:].contiguous()  # (B, T): each position's next token
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def _check_length(tokens: np.ndarray, seq_len: int) -> None:
+    if len(tokens) < seq_len + 1:
+        raise UserError(f"A split holds only {len(tokens):,} tokens, but one training window needs "
+                        f"max_seq_len + 1 = {seq_len + 1:,}. Add more text, lower --max-seq-len, "
+                        "or raise --val-fraction if it is the validation split.")
+
+
+def get_batch(tokens: np.ndarray, batch_size: int, seq_len: int, generator: torch.Generator,
+              device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y), int64 (B, T): B windows at random positions; the same generator state gives the same batch."""
+    _check_length(tokens, seq_len)
+    starts = torch.randint(len(tokens) - seq_len, (batch_size,), generator=generator)  # (B,)
+    return _windows(tokens, starts, seq_len, device)
+
+
+def sequential_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
+                       device="cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every non-overlapping window of a split once, in order (for evaluation): `num_windows` windows."""
+    _check_length(tokens, seq_len)
+    n = num_windows(tokens, seq_len)
+    for first in range(0, n, batch_size):
+        starts = torch.arange(first, min(first + batch_size, n)) * seq_len  # (B,)
+        yield _windows(tokens, starts, seq_len, device)
+
+
+def run_info_cli(args, home: Home) -> int:
+    """`hellogpt data info`: the books found, their size, and tokens per split."""
+    console = Console()
+    val_fraction = Config().val_fraction if args.val_fraction is None else args.val_fraction
+    check_val_fraction(val_fraction)
+    path = data_path(home, args.data)
+    has_tokenizer = home.tokenizer_path.is_file()
+    if has_tokenizer:
+        data = prepare_tokens(home, path, load_tokenizer(home.tokenizer_path), val_fraction)
+        books = data.books
+    else:
+        books = [_text_stats(p, val_fraction) for p in find_books(path)]
+
+    table = Table(title=f"Books in {path} (last {val_fraction:.0%} of each held out for validation)")
+    table.add_column("book")
+    for column in ("characters", "bytes") + (("train tokens", "val tokens", "chars/token") if has_tokenizer else ()):
+        table.add_column(column, justify="right")
+    for row in books + [_total(books)]:
+        cells = [row.name, f"{row.chars:,}", f"{row.bytes:,}"]
+        if has_tokenizer:
+            tokens = row.train_tokens + row.val_tokens
+            cells += [f"{row.train_tokens:,}", f"{row.val_tokens:,}", f"{row.chars / max(tokens, 1):.2f}"]
+        table.add_row(*cells, end_section=row is books[-1])
+    console.print(table)
+    if has_tokenizer:
+        console.print(f"Tokens per split (with one <|endoftext|> after each document): train {len(data.train):,}, "
+                      f"val {len(data.val):,}. Cached in {data.path}.")
+    else:
+        console.print(f"No tokenizer yet ({home.tokenizer_path}): run `hellogpt tokenizer train` to see token counts.")
+    return 0
+
+
+def _text_stats(path: Path, val_fraction: float) -> BookStats:
+    text = read_book(path)
+    train, val = split_text(text, val_fraction)
+    return BookStats(path.name, len(text), len(text.encode()), len(train), len(val),
+                     len(train.encode()), len(val.encode()), 0, 0)
+
+
+def _total(books: list[BookStats]) -> BookStats:
+    sums = {f: sum(getattr(b, f) for b in books) for f in asdict(books[0]) if f != "name"}
+    return BookStats(name=f"total ({len(books)} books)", **sums)
