@@ -10,7 +10,8 @@
 5. head: a linear map to vocabulary logits (tied to the token embedding by default)
 
 Shapes: B batch, T time (tokens), C d_model, H heads, D head size (C // H), V vocabulary.
-The architecture is GPT-2's, so weights move to and from Hugging Face (see hf.py).
+The architecture is GPT-2's, so weights move to and from Hugging Face (see hf.py), and
+tests/test_hf.py checks that both compute the same logits.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class KVCache:
 
     Prefill the prompt with one forward pass, then feed one token at a time: each step
     only computes the new token's query, key and value and attends to the cached ones.
+    It holds at most max_seq_len positions; when it is full, the caller decides what to
+    keep (for instance reset it and prefill the last tokens again: positions are absolute,
+    so cached keys cannot simply slide).
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device, dtype=torch.float32):
@@ -66,24 +70,25 @@ class KVCache:
         self.pos = 0
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store this step's (B, H, T, D) keys and values; return all keys and values so far."""
-        T = k.size(2)
-        self.k[layer, :, :, self.pos : self.pos + T] = k
-        self.v[layer, :, :, self.pos : self.pos + T] = v
-        end = self.pos + T
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        """Store this step's (B, H, T, D) keys and values; return all keys and values so far.
+        (GPT.forward advances `pos` once every layer has stored its part.)"""
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, H, end, D)
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head attention where each position sees itself and the positions before it."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
+        self.layer = layer  # which slot of the KV cache is ours
         self.n_heads = config.n_heads
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # queries, keys, values at once
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)  # mixes the heads back together
 
-    def forward(self, x, layer=0, kv_cache: KVCache | None = None, return_weights=False):
+    def forward(self, x, kv_cache: KVCache | None = None, return_weights=False):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, H, T, D)
@@ -93,7 +98,7 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
-            k, v = kv_cache.update(layer, k, v)  # (B, H, past + T, D)
+            k, v = kv_cache.update(self.layer, k, v)  # (B, H, past + T, D)
 
         weights = None
         if return_weights:
@@ -107,7 +112,7 @@ class CausalSelfAttention(nn.Module):
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees every cached one
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, past, x.device))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, past, x.device))  # (B, H, T, D)
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.proj(y), weights
@@ -134,29 +139,31 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block: an attention sub-block, then a feed-forward sub-block."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, layer=0, kv_cache=None, return_weights=False):  # x: (B, T, C)
-        a, weights = self.attn(self.ln_1(x), layer, kv_cache, return_weights)
+    def forward(self, x, kv_cache=None, return_weights=False):  # x: (B, T, C)
+        a, weights = self.attn(self.ln_1(x), kv_cache, return_weights)
         x = x + self.dropout(a)  # attention sub-block, added to the residual stream
         x = x + self.dropout(self.mlp(self.ln_2(x)))  # feed-forward sub-block, added to the residual stream
         return x, weights
 
 
 class GPT(nn.Module):
+    """The whole model, steps 1 to 5 of the list at the top of this file."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)  # 1. token embedding
         self.pos_emb = nn.Embedding(config.max_seq_len, config.d_model)  # 1. learned positional embedding
         self.dropout = nn.Dropout(config.dropout)  # 2. dropout
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))  # 3. transformer blocks
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))  # 3. transformer blocks
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)  # 4. final LayerNorm
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # 5. head to vocabulary logits
         if config.tie_embeddings:
@@ -164,33 +171,37 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        """GPT-2's initialisation: normal(0, 0.02); residual projections scaled by 1/sqrt(2 x layers)
-        so that the residual stream's variance does not grow with depth."""
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif "ln" in name:
-                nn.init.ones_(p)
-            elif name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
-            else:
-                nn.init.normal_(p, mean=0.0, std=0.02)
+        """GPT-2's initialisation: weights normal(0, 0.02), biases 0, LayerNorms 1 (their default).
+        The two projections that write into the residual stream in each block get std scaled by
+        1/sqrt(2 x layers): 2 x layers of them add up there, and the stream's variance should
+        not grow with depth."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
 
     def forward(self, idx, targets=None, kv_cache: KVCache | None = None, return_weights=False):
         """idx: (B, T) token ids. Returns logits (B, T, V) and, with targets (B, T), the mean
-        cross-entropy loss. With return_weights, also each layer's attention weights (B, H, T, T)."""
+        cross-entropy loss (else None). With return_weights, also a list of each layer's attention
+        weights (B, H, T, past + T). With kv_cache, idx continues the tokens cached so far."""
         B, T = idx.shape
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.max_seq_len:
             raise ValueError(
-                f"{past + T} tokens exceed the context length of {self.config.max_seq_len}; "
-                "keep the last max_seq_len tokens (the generation engine slides its window)."
+                f"{past} cached + {T} new tokens exceed the model's context length of "
+                f"{self.config.max_seq_len} (max_seq_len): the model has no position embedding beyond it. "
+                "Crop the input to its last max_seq_len tokens (with a KV cache: reset it and prefill them)."
             )
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.dropout(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self.tok_emb(idx) + self.pos_emb(pos)  # 1. (B, T, C) + (T, C) -> (B, T, C)
+        x = self.dropout(x)  # 2.
         all_weights = []
-        for layer, block in enumerate(self.blocks):
-            x, weights = block(x, layer, kv_cache, return_weights)  # (B, T, C)
+        for block in self.blocks:  # 3.
+            x, weights = block(x, kv_cache, return_weights)  # (B, T, C)
             all_weights.append(weights)
         if kv_cache is not None:
             kv_cache.pos += T
@@ -215,10 +226,13 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token (forward and backward, 3x the forward's multiply-adds x 2):
-        6 per weight that multiplies the token (every Linear, the head included) plus attention's
-        q k^T and weights v, 6 x 2 x layers x T x C (PaLM's appendix B, counting causal attention
-        over the full T as is customary)."""
+        """Training FLOPs per token, forward and backward (for utilisation figures).
+
+        A multiply-add is 2 FLOPs and the backward pass costs twice the forward, so every weight
+        that multiplies the token (each Linear, the head included; embeddings are lookups) costs
+        6 FLOPs. Attention's q k^T and weights @ v are 2 x T x C multiply-adds per layer, hence
+        12 x layers x T x C more (PaLM's appendix B; causal masking is not subtracted, as is customary).
+        """
         cfg = self.config
         T = seq_len or cfg.max_seq_len
         matmul_params = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))

@@ -1,0 +1,78 @@
+"""Fixtures shared by the tests (each file keeps its own private ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hellogpt.model import GPT, GPTConfig, KVCache
+
+CORPUS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The shared Gutenberg books (../shared/corpus from the project root)."""
+    assert CORPUS_DIR.is_dir(), f"the shared corpus is missing at {CORPUS_DIR}"
+    return CORPUS_DIR
+
+
+@pytest.fixture
+def make_gpt():
+    """Build a tiny GPT in eval mode with weights redrawn large (std 0.2; LayerNorm weights
+    around 1, biases non-zero) so that a wrong transpose, mask or formula shows in the logits."""
+
+    def make(seed: int = 0, **overrides) -> GPT:
+        fields = dict(vocab_size=300, max_seq_len=32, d_model=64, n_layers=2, n_heads=4, d_ffn=256, dropout=0.0)
+        fields.update(overrides)
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig(**fields))
+        with torch.no_grad():
+            for module in model.modules():
+                for name, p in module.named_parameters(recurse=False):
+                    is_gain = isinstance(module, torch.nn.LayerNorm) and name == "weight"
+                    p.normal_(mean=1.0 if is_gain else 0.0, std=0.2)
+        return model.eval()
+
+    return make
+
+
+@torch.no_grad()
+def _greedy(model: GPT, prompt: list[int], n: int, use_cache: bool) -> tuple[list[int], torch.Tensor]:
+    """n greedy tokens after `prompt` and the logits (n, V) each was chosen from. The context is
+    cropped to the last max_seq_len tokens; with use_cache, a KV cache is fed one token at a time
+    and, when full, reset and refilled with the last max_seq_len tokens."""
+    T = model.config.max_seq_len
+    tokens, chosen_from = list(prompt), []
+    cache = KVCache(model.config, batch_size=1, device="cpu") if use_cache else None
+    new = tokens
+    for _ in range(n):
+        if cache is None:
+            logits, _ = model(torch.tensor([tokens[-T:]]))
+        else:
+            if cache.pos + len(new) > T:
+                cache.reset()
+                new = tokens[-T:]
+            logits, _ = model(torch.tensor([new]), kv_cache=cache)
+        chosen_from.append(logits[0, -1])
+        tokens.append(int(logits[0, -1].argmax()))
+        new = tokens[-1:]
+    return tokens[len(prompt):], torch.stack(chosen_from)
+
+
+@pytest.fixture
+def greedy():
+    """greedy(model, prompt_ids, n, use_cache) -> (new token ids, (n, V) logits they came from)."""
+    return _greedy
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(corpus_dir, tmp_path_factory):
+    """A byte-level BPE (vocabulary 512) trained on the training part of Alice in Wonderland (150 KB)."""
+    from hellogpt.paths import Home
+    from hellogpt.tokenizer import train_tokenizer
+
+    home = Home(tmp_path_factory.mktemp("small_tokenizer"))
+    return train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
