@@ -1,0 +1,89 @@
+"""The byte-level BPE: lossless on any text, trained on training text only, saved in a standard format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hellogpt.errors import UserError
+from hellogpt.paths import Home
+from hellogpt.tokenizer import EOT, load_tokenizer, split_for_encoding, train_tokenizer
+
+# Text that breaks tokenizers: emoji (with joiners and skin tones), combining marks, control
+# characters, CRLF and lone CR, long whitespace runs, right-to-left script, a BOM, NUL.
+TRICKY = ["👩‍👩‍👧", "👍🏽", "🇫🇷", "e\u0301", "\u0301\u0301", "\x00", "\x07", "\x1b[0m", "\r\n", "\r", "\t\t",
+          " " * 40, "\n" * 7, "\u00a0", "\u2028", "مرحبا", "日本語", "\ufeff", EOT, "<|", "'s", " 's"]
+texts = st.lists(st.sampled_from(TRICKY) | st.text(st.characters(codec="utf-8"), max_size=8)).map("".join)
+
+
+@given(texts)
+@settings(max_examples=300)
+def test_roundtrip_any_text(small_tokenizer, text):
+    assert small_tokenizer.decode(small_tokenizer.encode(text)) == text
+
+
+def test_roundtrip_every_shared_book_byte_for_byte(small_tokenizer, corpus_dir):
+    books = sorted(corpus_dir.glob("*.txt"))
+    raw = [p.read_bytes() for p in books]  # as on disk: BOM, Gutenberg header and footer included
+    ids = small_tokenizer.encode_documents([r.decode("utf-8") for r in raw])
+    for path, data, book_ids in zip(books, raw, ids):
+        assert small_tokenizer.decode(book_ids.tolist()).encode("utf-8") == data, path.name
+    assert sum(len(b) for b in raw) / sum(len(i) for i in ids) > 2  # it does compress: merges were learned
+
+
+def test_token_bytes_join_to_the_text(small_tokenizer):
+    text = "Alice said “Oh dear!” 👍🏽\r\n"
+    assert b"".join(small_tokenizer.token_bytes(i) for i in small_tokenizer.encode(text)) == text.encode()
+
+
+@given(st.lists(st.sampled_from(["word", " word", "\n", "\n\n", " ", "  ", "\t", "“", "\u2028", "é", "'s", "9"]))
+       .map("".join), st.integers(1, 12))
+def test_pieces_tokenize_as_the_whole(small_tokenizer, text, size):
+    """encode_documents cuts long texts into pieces for speed; the ids must not change."""
+    pieces = split_for_encoding(text, size)
+    assert "".join(pieces) == text
+    assert [i for p in pieces for i in small_tokenizer.encode(p)] == small_tokenizer.encode(text)
+    assert small_tokenizer.encode_documents([text])[0].tolist() == small_tokenizer.encode(text)
+
+
+def test_trains_on_the_training_part_only(tmp_path):
+    train_text = "the cat sat on the mat. " * 400
+    val_text = "zqxj " * 100  # no "zq" anywhere in training text: no merge may contain it
+    book = tmp_path / "book.txt"
+    book.write_text(train_text + val_text)
+    assert len(val_text) / len(train_text + val_text) < 0.1
+    tok = train_tokenizer(Home(tmp_path), book, vocab_size=400, val_fraction=0.1, show_progress=False)
+    vocab = tok.hf.get_vocab()
+    assert any("cat" in t for t in vocab)
+    assert not any("zq" in t for t in vocab)
+
+
+def test_saved_file_loads_in_hugging_face_libraries(small_tokenizer, tmp_path, corpus_dir):
+    """The same file works with tokenizers.Tokenizer and transformers.PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    home = Home(tmp_path)
+    tok = train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
+    assert tok.fingerprint == small_tokenizer.fingerprint  # training is deterministic
+    assert [p.name for p in home.tokenizer_path.parent.iterdir()] == ["tokenizer.json"]  # no temporary left
+    text = "“Curiouser and curiouser!” cried Alice 👩‍👩‍👧\r\n"
+    hf = HFTokenizer.from_file(str(home.tokenizer_path))
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(home.tokenizer_path))
+    assert hf.encode(text).ids == fast.encode(text) == tok.encode(text)
+    assert fast.decode(fast.encode(text)) == text
+    assert tok.eot_id == hf.token_to_id(EOT) and tok.encode(EOT) == [tok.eot_id]
+    assert load_tokenizer(home.tokenizer_path).vocab_size == 512
+
+
+def test_vocab_size_too_small(tmp_path, corpus_dir):
+    with pytest.raises(UserError, match="--vocab-size 100 is too small"):
+        train_tokenizer(Home(tmp_path), corpus_dir / "pg11.txt", vocab_size=100, val_fraction=0.1,
+                        show_progress=False)
+
+
+def test_encode_documents_dtype(small_tokenizer):
+    ids = small_tokenizer.encode_documents(["a b", ""], dtype=np.uint16)
+    assert [a.dtype for a in ids] == [np.uint16, np.uint16] and len(ids[1]) == 0
