@@ -76,3 +76,18 @@ def small_tokenizer(corpus_dir, tmp_path_factory):
 
     home = Home(tmp_path_factory.mktemp("small_tokenizer"))
     return train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def run_hellogpt():
+    """run_hellogpt(*args, env=None) -> CompletedProcess: `python -m hellogpt ARGS` in a subprocess, as a user
+    runs it (text output captured; `env` entries are added to the current environment)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hellogpt", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    return run

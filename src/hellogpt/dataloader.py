@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -204,7 +205,7 @@ def sequential_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
 
 def run_info_cli(args, home: Home) -> int:
     """`hellogpt data info`: the books found, their size, and tokens per split."""
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay whole, for copying
     val_fraction = Config().val_fraction if args.val_fraction is None else args.val_fraction
     check_val_fraction(val_fraction)
     path = data_path(home, args.data)
@@ -215,7 +216,8 @@ def run_info_cli(args, home: Home) -> int:
     else:
         books = [_text_stats(p, val_fraction) for p in find_books(path)]
 
-    table = Table(title=f"Books in {path} (last {val_fraction:.0%} of each held out for validation)")
+    table = Table(title=f"Books in {path} (last {val_fraction:.0%} of each held out for validation)",
+                  box=box.SIMPLE_HEAD)
     table.add_column("book")
     for column in ("characters", "bytes") + (("train tokens", "val tokens", "chars/token") if has_tokenizer else ()):
         table.add_column(column, justify="right")
@@ -243,4 +245,4 @@ def _text_stats(path: Path, val_fraction: float) -> BookStats:
 
 def _total(books: list[BookStats]) -> BookStats:
     sums = {f: sum(getattr(b, f) for b in books) for f in asdict(books[0]) if f != "name"}
-    return BookStats(name=f"total ({len(books)} books)", **sums)
+    return BookStats(name="total", **sums)

@@ -8,6 +8,7 @@ books. `<|endoftext|>` separates documents. Saved as artifacts/tokenizer/tokeniz
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Iterable
@@ -151,7 +152,7 @@ def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: 
     if vocab_size < MIN_VOCAB_SIZE:
         raise UserError(f"--vocab-size {vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} "
                         "(the 256 byte values plus <|endoftext|>). Try 1024 to 8000.")
-    console = Console(quiet=not show_progress)
+    console = Console(quiet=not show_progress, soft_wrap=True)
     books = find_books(data_path)
     started = time.perf_counter()
     with console.status(f"Reading {len(books)} book(s) from {data_path}"):
@@ -161,12 +162,19 @@ def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: 
                   f"of {len(books)} book(s): {chars:,} characters.")
     # Pieces rather than whole books: the trainer counts words on every core at once.
     pieces = [piece for text in train_texts for piece in split_for_encoding(text)]
-    hf = train_bpe(pieces, vocab_size, show_progress=show_progress)
-    with atomic_path(home.tokenizer_path) as tmp:
+    # The trainer's own progress bars only where someone can watch them (elsewhere they print blank lines).
+    hf = train_bpe(pieces, vocab_size, show_progress=show_progress and console.is_terminal)
+    path = home.tokenizer_path
+    with atomic_path(path) as tmp:
         hf.save(str(tmp))
-    tokenizer = load_tokenizer(home.tokenizer_path)
-    console.print(f"Saved {home.tokenizer_path} (vocabulary {tokenizer.vocab_size:,}) "
-                  f"in {time.perf_counter() - started:.1f} s.")
+        if path.is_file() and fingerprint_file(path) != fingerprint_file(tmp):
+            # Models trained with the old tokenizer need it to load: keep it.
+            kept = path.with_name(f"tokenizer.{fingerprint_file(path)}.json")
+            shutil.copy2(path, kept)
+            console.print(f"The previous tokenizer differs from the new one; kept as {kept} (models trained "
+                          "with it need it back in place of tokenizer.json to load).")
+    tokenizer = load_tokenizer(path)
+    console.print(f"Saved {path} (vocabulary {tokenizer.vocab_size:,}) in {time.perf_counter() - started:.1f} s.")
     return tokenizer
 
 
