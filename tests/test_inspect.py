@@ -1,0 +1,258 @@
+"""`hellogpt inspect`: the numbers it shows are the model's own, and the report it writes is whole."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from hellogpt.checkpoint_manager import save_checkpoint
+from hellogpt.config import Config
+from hellogpt.errors import UserError
+from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, run_inspect,
+                                 visible)
+from hellogpt.model import GPT, GPTConfig
+from hellogpt.paths import Home
+from hellogpt.tokenizer import load_tokenizer, train_bpe
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MODEL = "tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus_dir):
+    """A home with a tokenizer, one book and a tiny model trained for a few steps on it."""
+    home = Home.resolve(tmp_path_factory.mktemp("home"))
+    text = (corpus_dir / "pg1342.txt").read_text(encoding="utf-8")[2_000:42_000]  # a slice of Pride and Prejudice
+    home.data_dir.mkdir(parents=True)
+    (home.data_dir / "pride.txt").write_text(text, encoding="utf-8")
+    home.tokenizer_path.parent.mkdir(parents=True)
+    train_bpe([text], vocab_size=400, show_progress=False).save(str(home.tokenizer_path))
+    tokenizer = load_tokenizer(home.tokenizer_path)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains ten times faster without threads waiting on each other
+    torch.manual_seed(0)
+    config = Config(model_name=MODEL, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, dropout=0.0)
+    model = GPT(config.model_config(tokenizer.vocab_size))
+    tokens = torch.tensor(tokenizer.encode(text))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(30):  # enough for attention patterns that are not uniform
+        starts = torch.randint(len(tokens) - 33, (16,))
+        window = torch.stack([tokens[s : s + 33] for s in starts])
+        _, loss = model(window[:, :-1], window[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    save_checkpoint(home.model_dir(MODEL), {
+        "model": model.state_dict(),
+        "model_config": model.config.to_dict(),
+        "config": config.to_dict(),
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+    })
+    return home, model.eval(), tokenizer
+
+
+def hellogpt(home: Home, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hellogpt", "--home", str(home.root), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+# --- the numbers ---------------------------------------------------------------------------------------
+
+
+def test_attention_rows_are_causal_distributions(tiny):
+    _, model, tokenizer = tiny
+    ins = inspect(model, tokenizer, tokenizer.encode("Elizabeth looked at Mr. Darcy and smiled."))
+    T = len(ins.ids)
+    assert len(ins.attention) == model.config.n_layers
+    for weights in ins.attention:
+        assert weights.shape == (model.config.n_heads, T, T)
+        assert torch.allclose(weights.sum(dim=-1), torch.ones(model.config.n_heads, T), atol=1e-5)
+        assert torch.all(weights.triu(diagonal=1) == 0)  # nobody looks at the future
+        assert weights.std() > 0.01  # and the trained heads are not uniform
+
+
+def test_attention_weights_give_the_fast_attention_output(tiny):
+    """weights @ v, projected, equals what scaled_dot_product_attention computes, in every layer."""
+    _, model, tokenizer = tiny
+    inputs = []  # what each attention module received (the LayerNormed residual stream), (1, T, C)
+    hooks = [b.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for b in model.blocks]
+    try:
+        ins = inspect(model, tokenizer, tokenizer.encode("It is a truth universally acknowledged"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    H = model.config.n_heads
+    with torch.no_grad():
+        for block, x, weights in zip(model.blocks, inputs, ins.attention):
+            B, T, C = x.shape
+            v = block.attn.qkv(x).split(C, dim=2)[2].view(B, T, H, C // H).transpose(1, 2)  # (1, H, T, D)
+            from_weights = block.attn.proj((weights[None] @ v).transpose(1, 2).reshape(B, T, C))
+            fast, no_weights = block.attn(x)  # the default path: scaled_dot_product_attention
+            assert no_weights is None
+            assert torch.allclose(from_weights, fast, atol=1e-5)
+
+
+def test_logit_lens_after_the_last_block_is_the_model_output(tiny):
+    _, model, tokenizer = tiny
+    ids = tokenizer.encode("Mr. Bennet was among the earliest")
+    ins = inspect(model, tokenizer, ids)
+    assert ins.lens_logits.shape == (model.config.n_layers, tokenizer.vocab_size)
+    assert torch.allclose(ins.lens_logits[-1], ins.logits, atol=1e-5)  # same numbers, other matmul batching
+    with torch.no_grad():
+        fast_logits, _ = model(torch.tensor([ids]))
+    assert torch.allclose(ins.lens_logits[-1], fast_logits[0, -1], atol=1e-5)
+    assert not torch.allclose(ins.lens_logits[0], ins.logits, atol=1e-3)  # block 1 alone guesses otherwise
+
+
+def test_probabilities_shown_are_the_softmax_of_the_model_logits(tiny):
+    _, model, tokenizer = tiny
+    ids = tokenizer.encode("Elizabeth")
+    ins = inspect(model, tokenizer, ids)
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids]))
+    reference = torch.softmax(logits[0, -1], dim=-1)
+    top = ins.top(10)
+    assert [i for i, _ in top] == reference.topk(10).indices.tolist()
+    assert all(abs(p - reference[i].item()) < 1e-5 for i, p in top)
+    assert sum(p for _, p in top) <= 1 + 1e-6
+    assert all(p1 >= p2 for (_, p1), (_, p2) in zip(top, top[1:]))
+    bits = -(reference * reference.log2()).sum().item()
+    assert ins.entropy_bits == pytest.approx(bits, abs=1e-4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=st.text(min_size=1, max_size=30))
+def test_any_prompt_that_fits_gives_distributions(tiny, prompt):
+    _, model, tokenizer = tiny
+    ids = tokenizer.encode(prompt)
+    if len(ids) > model.config.max_seq_len:
+        with pytest.raises(UserError, match="context length"):
+            encode_prompt(tokenizer, prompt, model.config.max_seq_len)
+        return
+    ins = inspect(model, tokenizer, encode_prompt(tokenizer, prompt, model.config.max_seq_len))
+    assert len(ins.labels) == len(ids) and all(ins.labels)
+    assert ins.probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    for weights in ins.attention:
+        assert torch.allclose(weights.sum(dim=-1), torch.ones(weights.shape[:2]), atol=1e-5)
+
+
+def test_visible_draws_whitespace_and_partial_characters():
+    assert visible(b" the") == "␣the"
+    assert visible(b"\n\n") == "↵↵"
+    assert visible(b"\t") == "⇥"
+    assert visible("é".encode()[:1]) == "\\xc3"  # half of a two-byte character
+    assert visible(b"\x07") == "\\x07"
+
+
+def test_most_frequent_counts_tokens_and_skips_the_separator():
+    tokens = [5, 5, 5, 2, 2, 9, 9, 9, 9, 1, 0]
+    assert most_frequent(tokens, vocab_size=12, n=3, skip=9) == [5, 2, 0]
+    assert most_frequent(tokens, vocab_size=12, n=10, skip=None) == [9, 5, 2, 0, 1]  # never unseen tokens
+
+
+def test_embedding_pca_keeps_a_plane_exactly(tiny):
+    """Embeddings that lie on a plane keep their pairwise distances in the 2-D projection."""
+    _, model, _ = tiny
+    model = GPT(model.config)
+    torch.manual_seed(1)
+    ids = list(range(50))
+    plane = torch.linalg.qr(torch.randn(model.config.d_model, 2)).Q.T  # (2, C) orthonormal
+    points = torch.randn(50, 2) * torch.tensor([3.0, 1.0])
+    with torch.no_grad():
+        model.tok_emb.weight[ids] = points @ plane + 0.5
+    coords, explained = embedding_pca(model, ids)
+    assert coords.shape == (50, 2)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert torch.allclose(torch.cdist(coords, coords, compute_mode=exact), torch.cdist(points, points, compute_mode=exact), atol=1e-4)
+    assert explained.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert explained[0] > explained[1]
+
+
+# --- what a user does ----------------------------------------------------------------------------------
+
+
+def report_dirs(home: Home) -> list[Path]:
+    return sorted(p for p in home.inspect_dir(MODEL).iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.smoke
+@pytest.mark.integration
+def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny):
+    home, model, _ = tiny
+    first = hellogpt(home, "inspect", "Elizabeth", "--model-name", MODEL, "--top-k", "5")
+    assert first.returncode == 0, first.stderr
+    for heading in ("1. Tokenization", "2. Next token", "3. Attention", "4. Logit lens", "5. Embeddings"):
+        assert heading in first.stdout
+    assert "entropy" in first.stdout and "bits" in first.stdout
+    (report,) = report_dirs(home)
+    assert str(report) in first.stdout.replace("\n", "")
+
+    pngs = sorted(report.glob("*.png"))
+    expected = {f"attention_layer{n}.png" for n in range(1, model.config.n_layers + 1)}
+    expected |= {"next_token.png", "logit_lens.png", "embeddings.png"}
+    assert {p.name for p in pngs} == expected
+    for png in pngs:
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == PNG_SIGNATURE
+    page = (report / "index.html").read_text(encoding="utf-8")
+    assert set(re.findall(r'<img src="([^"]+)"', page)) == expected
+    assert "Elizabeth" in page
+
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    second = hellogpt(home, "inspect", "<b>Elizabeth</b> & Jane", "--model-name", MODEL)
+    assert second.returncode == 0, second.stderr
+    assert len(report_dirs(home)) == 2
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # the first report is untouched
+    page = (report_dirs(home)[1] / "index.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;Elizabeth&lt;/b&gt; &amp; Jane" in page and "<b>Elizabeth</b>" not in page
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("args, message", [
+    (["inspect", "Elizabeth", "--model-name", "nobody"], "Model 'nobody' has no checkpoint"),
+    (["inspect", "", "--model-name", MODEL], "The prompt is empty"),
+    (["inspect", "Elizabeth " * 40, "--model-name", MODEL], "context length"),
+])
+def test_user_errors_give_one_clear_message(tiny, args, message):
+    home, _, _ = tiny
+    result = hellogpt(home, *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_out_dir_is_used_once_and_never_overwritten(tiny, tmp_path):
+    home, _, _ = tiny
+    out = tmp_path / "report"
+    assert run_inspect(home, MODEL, "Jane", out_dir=out, console=quiet()) == out
+    assert (out / "index.html").is_file()
+    before = sorted(out.iterdir())
+    with pytest.raises(UserError, match="never overwritten"):
+        run_inspect(home, MODEL, "Jane", out_dir=out, console=quiet())
+    assert sorted(out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left behind
+
+
+@pytest.mark.integration
+def test_without_books_the_embedding_view_is_skipped_with_a_note(tiny, tmp_path):
+    home, _, _ = tiny
+    console = quiet()
+    report = run_inspect(home, MODEL, "Jane", data=tmp_path / "no-books", out_dir=tmp_path / "r", console=console)
+    assert "Skipped" in console.file.getvalue()
+    assert not (report / "embeddings.png").exists()
+    assert "Skipped" in (report / "index.html").read_text(encoding="utf-8")
