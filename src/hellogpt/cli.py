@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, a guided console application walks you through it.",
     )
     _common_flags(parser, default=None)
+    add_config_flags(parser)  # the app (no command) trains a model when there is none: same settings as train
     common = argparse.ArgumentParser(add_help=False)
     _common_flags(common, default=argparse.SUPPRESS)  # a subcommand's copy only overrides when given
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -1,0 +1,145 @@
+"""Generation speed: HelloGPT's engine against Hugging Face transformers' `generate`, same weights.
+
+Batch 1, the seed's default model size (4 layers, 4 heads, d_model 256, d_ffn 1024, context 128,
+vocabulary 8000), 120 new tokens after the prompt "Elizabeth", the same sampling settings on both
+sides (temperature 0.8, top-k 50, top-p 0.95; greedy as a second row), end-of-text ignored so every
+run makes exactly 120 tokens. The Hugging Face model is this model exported with hellogpt.hf.
+Runs alternate between the two, and each figure is the median of --runs runs.
+
+HelloGPT's time covers everything a user waits for: encoding the prompt, prefill, sampling, and
+streaming the text out through the UTF-8 decoder. Hugging Face's covers `generate` on token ids.
+Hugging Face runs with torch's default thread count and with one thread (the engine uses one at
+batch 1), and HelloGPT is compared with the faster of the two.
+
+    python benchmarks/generate_speed.py [--runs 7] [--home DIR --model-name NAME]
+
+Prints a table and writes benchmarks/out/generate_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hellogpt.config import Config
+from hellogpt.engine import Engine, Settings
+from hellogpt.model import GPT
+from hellogpt.tokenizer import Tokenizer, load_tokenizer, train_bpe
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+OUT = ROOT / "benchmarks" / "out" / "generate_speed.json"
+PROMPT = "Elizabeth"
+NEW_TOKENS = 120
+SAMPLING = dict(temperature=0.8, top_k=50, top_p=0.95)
+GREEDY = dict(temperature=0.0)
+
+
+def model_and_tokenizer(args) -> tuple[GPT, Tokenizer, str]:
+    """A trained checkpoint when --model-name is given, else the default size with fresh weights."""
+    if args.model_name:
+        from hellogpt.checkpoint_manager import load_for_inference
+        from hellogpt.paths import Home
+
+        model, tokenizer, _, where = load_for_inference(Home.resolve(args.home), args.model_name)
+        return model, tokenizer, f"{where.path}"
+    config = Config()
+    with tempfile.TemporaryDirectory() as tmp:  # a real 8000-token BPE, so streaming does real work
+        text = (CORPUS / "pg1342.txt").read_text(encoding="utf-8")
+        path = Path(tmp) / "tokenizer.json"
+        train_bpe([text], config.vocab_size, show_progress=False).save(str(path))
+        tokenizer = load_tokenizer(path)
+    torch.manual_seed(0)
+    model = GPT(config.model_config(tokenizer.vocab_size)).eval()
+    return model, tokenizer, "fresh weights, default size"
+
+
+def hf_model(model: GPT, tokenizer: Tokenizer):
+    """The same weights as a transformers GPT2LMHeadModel, through HelloGPT's own export."""
+    from transformers import GPT2LMHeadModel
+
+    from hellogpt.hf import export_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_hf(model, tokenizer, Path(tmp) / "gpt2")
+        return GPT2LMHeadModel.from_pretrained(Path(tmp) / "gpt2").eval()
+
+
+def time_engine(engine: Engine, sampling: dict) -> float:
+    settings = Settings(max_new_tokens=NEW_TOKENS, seed=0, stop_at_eot=False, **sampling)
+    started = time.perf_counter()
+    for _ in engine.stream(PROMPT, settings):
+        pass
+    seconds = time.perf_counter() - started
+    assert engine.last.new_tokens == NEW_TOKENS
+    return NEW_TOKENS / seconds
+
+
+def time_hf(model, prompt_ids: list[int], sampling: dict, threads: int) -> float:
+    kwargs = dict(do_sample=True, **sampling) if sampling["temperature"] else dict(do_sample=False)
+    idx = torch.tensor([prompt_ids])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            started = time.perf_counter()
+            out = model.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=NEW_TOKENS,
+                                 min_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0, **kwargs)
+            seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(previous)
+    assert out.size(1) - idx.size(1) == NEW_TOKENS
+    return NEW_TOKENS / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--home", help="home of a trained model (with --model-name)")
+    parser.add_argument("--model-name", help="benchmark this trained model instead of fresh weights")
+    args = parser.parse_args()
+
+    model, tokenizer, source = model_and_tokenizer(args)
+    engine = Engine(model, tokenizer)
+    hf = hf_model(model, tokenizer)
+    prompt_ids = tokenizer.encode(PROMPT)
+    default_threads = torch.get_num_threads()
+    contenders = {
+        "hellogpt engine": lambda sampling: time_engine(engine, sampling),
+        f"transformers generate, {default_threads} threads": lambda s: time_hf(hf, prompt_ids, s, default_threads),
+        "transformers generate, 1 thread": lambda s: time_hf(hf, prompt_ids, s, 1),
+    }
+    results = {}
+    for mode, sampling in (("sampling", SAMPLING), ("greedy", GREEDY)):
+        for run in contenders.values():  # warm-up: first calls allocate and load kernels
+            run(sampling)
+        measured = {name: [] for name in contenders}
+        for _ in range(args.runs):
+            for name, run in contenders.items():
+                measured[name].append(run(sampling))
+        results[mode] = {name: statistics.median(v) for name, v in measured.items()}
+
+    print(f"Generation, batch 1, {NEW_TOKENS} new tokens, median of {args.runs} runs ({source}; "
+          f"{model.num_params():,} parameters; torch {torch.__version__})")
+    print(f"{'':<38}{'sampling tok/s':>16}{'greedy tok/s':>14}")
+    for name in contenders:
+        print(f"{name:<38}{results['sampling'][name]:>16.0f}{results['greedy'][name]:>14.0f}")
+    speedup = {mode: r["hellogpt engine"] / max(v for k, v in r.items() if k != "hellogpt engine")
+               for mode, r in results.items()}
+    print(f"{'speed-up over the faster transformers':<38}{speedup['sampling']:>15.1f}x{speedup['greedy']:>13.1f}x")
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"new_tokens": NEW_TOKENS, "runs": args.runs, "model": source,
+                               "sampling": SAMPLING, "tokens_per_second": results, "speedup": speedup,
+                               "torch": torch.__version__, "default_threads": default_threads}, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

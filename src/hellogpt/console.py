@@ -1,0 +1,414 @@
+"""The guided console application: `python main.py` (or `hellogpt` with no command).
+
+It walks a newcomer from an empty folder to a model writing text, asking before each step:
+
+    1. no books in data/?           offer to download the default Project Gutenberg set
+    2. no tokenizer?                offer to train one on the books
+    3. the model has no checkpoint? show the training configuration and the data, offer to train it
+    4. the prompt loop: type a beginning, the continuation streams; /help lists the commands
+
+A model that is already trained goes straight to step 4, so start-up stays quick: the heavy
+modules (training, data, plotting) are imported only on the steps that use them.
+
+Questions read standard input, so answers can be piped in (`printf 'y\\n' | python main.py`);
+`--yes` answers yes to all of them. When input ends while a question waits, the application
+stops at once and names that flag, rather than guessing or asking again.
+
+`hellogpt info` (`run_info_cli`, at the bottom) lists the models, the tokenizer and the data.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from hellogpt.config import Config, config_from_args
+from hellogpt.errors import UserError
+from hellogpt.paths import Home
+
+BANNER = r"""
+  _   _      _ _        ____ ____ _____
+ | | | | ___| | | ___  / ___|  _ \_   _|
+ | |_| |/ _ \ | |/ _ \| |  _| |_) || |
+ |  _  |  __/ | | (_) | |_| |  __/ | |
+ |_| |_|\___|_|_|\___/ \____|_|    |_|
+ A small GPT you train yourself on books.
+"""
+EXIT_WORDS = {"x", "/quit", "/exit"}
+
+
+class Declined(Exception):
+    """The user said no to a step the application needs; the message says how to do it by hand."""
+
+
+def ask(question: str, assume_yes: bool) -> bool:
+    """A yes/no question on standard input (Enter means yes). End of input stops the application."""
+    if assume_yes:
+        print(f"{question} [Y/n] yes (--yes)")
+        return True
+    while True:
+        try:
+            answer = input(f"{question} [Y/n] ").strip().lower()
+        except EOFError:
+            print()
+            raise UserError(f"Input ended while asking \"{question}\", so nothing was done. Answer the questions "
+                            "on a terminal, pipe the answers in, or run again with --yes to answer yes to every "
+                            "question.", exit_code=1)
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+        print("Please answer y (yes) or n (no).")
+
+
+def ensure_books(home: Home, args, config: Config) -> Path:
+    """Step 1: the books to learn from, downloading the default set if data/ has none."""
+    from hellogpt.corpus import data_path, find_books
+
+    path = data_path(home, args.data)
+    try:
+        books = find_books(path)
+    except UserError:
+        if args.data:  # the user pointed somewhere specific: downloading elsewhere would not help
+            raise
+        books = []
+    if not books:
+        from hellogpt.download import DEFAULT_BOOKS, download_books
+
+        print(f"There are no books in {path} yet. HelloGPT learns from plain-text books; it can download "
+              f"{len(DEFAULT_BOOKS)} public-domain ones from Project Gutenberg (about 3.4 MB):")
+        print("  " + ", ".join(DEFAULT_BOOKS.values()))
+        if not ask("Download them now?", args.yes):
+            raise Declined(f"Put some .txt books into {path} (or run `hellogpt data download`), then run me again.")
+        books = download_books(list(DEFAULT_BOOKS), path)
+    print(f"Books: {len(books)} in {path}.")
+    return path
+
+
+def ensure_tokenizer(home: Home, args, config: Config, books: Path):
+    """Step 2: the byte-level BPE tokenizer, trained on the books if there is none."""
+    from hellogpt.tokenizer import load_tokenizer, train_tokenizer
+
+    if home.tokenizer_path.is_file():
+        return load_tokenizer(home.tokenizer_path)
+    print(f"\nThere is no tokenizer yet ({home.tokenizer_path}). A tokenizer cuts text into the pieces the "
+          f"model reads and writes; HelloGPT learns {config.vocab_size:,} of them (bytes, then frequent "
+          "merges of bytes) from the training part of the books.")
+    if not ask("Train the tokenizer now?", args.yes):
+        raise Declined("Train it with `hellogpt tokenizer train`, then run me again.")
+    return train_tokenizer(home, books, config.vocab_size, config.val_fraction)
+
+
+def ensure_model(home: Home, args, config: Config) -> None:
+    """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hellogpt.dataloader import num_windows, prepare_tokens
+    from hellogpt.model import GPT
+
+    books = ensure_books(home, args, config)
+    tokenizer = ensure_tokenizer(home, args, config, books)
+    data = prepare_tokens(home, books, tokenizer, config.val_fraction)
+    params = GPT(config.model_config(tokenizer.vocab_size)).num_params()
+    T = config.max_seq_len
+
+    table = Table(title=f"Model '{config.model_name}' has no checkpoint yet. Training would use:", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    rows = [
+        ("model", f"{params:,}", f"parameters: {config.n_layers} layers, {config.n_heads} heads, d_model "
+                                 f"{config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
+        ("epochs", f"{config.epochs:g}", "passes over the training tokens" +
+         (f" (max_steps {config.max_steps} decides)" if config.max_steps else "") +
+         (f" (time {config.time:g} s decides)" if config.time else "")),
+        ("batch size", f"{config.batch_size}", f"windows of {T} tokens per step"),
+        ("learning rate", f"{config.lr:g}", f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
+        ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
+        ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm"),
+        ("books", f"{len(data.books)}", f"in {books}"),
+        ("tokens", f"{len(data.train) + len(data.val):,}", f"train {len(data.train):,}, validation {len(data.val):,} "
+                                                           f"(the last {config.val_fraction:.0%} of each book)"),
+        ("training samples", f"{num_windows(data.train, T):,}", f"windows of {T} tokens"),
+        ("validation samples", f"{num_windows(data.val, T):,}", f"windows of {T} tokens"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    print()
+    Console().print(table)
+    print("Change any of these with flags (e.g. `python main.py --epochs 2`) or a TOML file (--config FILE).")
+    if not ask(f"Train '{config.model_name}' now? (Ctrl-C stops and saves)", args.yes):
+        raise Declined(f"Train it with `hellogpt train --model-name {config.model_name}`, then run me again.")
+
+    from hellogpt.train import train
+
+    train(config, home, books)
+
+
+@dataclass
+class Command:
+    usage: str
+    help: str
+    run: Callable[["App", str], None]
+
+
+class App:
+    """The prompt loop: a loaded model, the sampling settings, and the commands that change them."""
+
+    def __init__(self, home: Home, model_name: str):
+        from hellogpt.engine import Settings
+
+        self.home = home
+        self.settings = Settings()
+        self.load(model_name, None)
+
+    def load(self, model_name: str, serial: int | None) -> None:
+        from hellogpt.engine import load_engine
+
+        self.engine, self.ckpt, self.where = load_engine(self.home, model_name, serial)
+        print(f"Model '{self.where.model_name}', serial {self.where.serial} ({self.engine.model.num_params():,} "
+              f"parameters, trained {self.ckpt.get('step', 0):,} steps).")
+
+    def loop(self) -> int:
+        interactive = sys.stdin.isatty()
+        if interactive:
+            _enable_line_editing(self.home)
+        print("Type the beginning of a text (e.g. Elizabeth) and press Enter: the model continues it. "
+              "/help lists the commands; X, /quit or Ctrl-D exits.")
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print()
+                break
+            except KeyboardInterrupt:
+                print("\n(Ctrl-D, X or /quit exits.)")
+                continue
+            if not interactive:
+                print(line)  # piped input is not echoed by a terminal: show what is being answered
+            text = line.strip()
+            if text.lower() in EXIT_WORDS:
+                break
+            if not text:
+                print("Type some text for the model to continue, or /help.")
+            elif text.startswith("/"):
+                self.command(text)
+            else:
+                self.generate(line)
+        print("Bye.")
+        return 0
+
+    def generate(self, prompt: str) -> None:
+        out = sys.stdout
+        bold, plain = ("\033[1m", "\033[0m") if out.isatty() else ("", "")
+        out.write(f"{bold}{prompt}{plain}")
+        try:
+            for piece in self.engine.stream(prompt, self.settings):
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            out.write(" [stopped]")
+        finally:
+            stats = self.engine.last
+            out.write(f"\n({stats.new_tokens} tokens, {stats.tokens_per_second:.0f} tokens/s, seed {stats.seed})\n")
+            out.flush()
+
+    def command(self, text: str) -> None:
+        name, _, rest = text.partition(" ")
+        command = COMMANDS.get(name.lower())
+        if command is None:
+            print(f"Unknown command {name}. /help lists the commands.")
+            return
+        try:
+            command.run(self, rest.strip())
+        except UserError as e:
+            print(f"error: {e}")
+
+    # --- commands (the table COMMANDS below lists them) ---
+
+    def help(self, _: str) -> None:
+        width = max(len(c.usage) for c in COMMANDS.values())
+        for c in COMMANDS.values():
+            print(f"  {c.usage:<{width}}  {c.help}")
+        print(f"  {'X':<{width}}  exit (also Ctrl-D); Ctrl-C stops a generation")
+
+    def set_setting(self, field: str, label: str, kind: type, value: str) -> None:
+        if value:
+            try:
+                parsed = kind(value)
+            except ValueError:
+                raise UserError(f"{label} takes a {'whole number' if kind is int else 'number'}; got {value!r}.")
+            self.settings = replace(self.settings, **{field: parsed})  # Settings checks the range
+        print(f"{label}: {getattr(self.settings, field)}")
+
+    def seed(self, value: str) -> None:
+        if value.lower() in ("off", "none", "random"):
+            self.settings = replace(self.settings, seed=None)
+        elif value:
+            try:
+                self.settings = replace(self.settings, seed=int(value))
+            except ValueError:
+                raise UserError(f"/seed takes a whole number, or off for a fresh seed each time; got {value!r}.")
+        seed = self.settings.seed
+        print(f"seed: {seed}" if seed is not None else "seed: off (a fresh one each time; shown after each text)")
+
+    def model(self, value: str) -> None:
+        """`/model` lists, `/model NAME [SERIAL]` or `/model SERIAL` switches."""
+        words = value.split()
+        if not words:
+            print_models(self.home, current=(self.where.model_name, self.where.serial))
+            print("Switch with /model NAME [SERIAL] or /model SERIAL.")
+            return
+        if len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
+            raise UserError(f"/model takes a model name and an optional serial number; got {value!r}.")
+        if words[0].isdigit():
+            name, serial = self.where.model_name, int(words[0])
+        else:
+            name, serial = words[0], int(words[1]) if len(words) == 2 else None
+        self.load(name, serial)
+
+    def info(self, _: str) -> None:
+        s = self.settings
+        print(f"model: '{self.where.model_name}' serial {self.where.serial} ({self.where.path})")
+        cfg = self.engine.model.config
+        print(f"  {self.engine.model.num_params():,} parameters: {cfg.n_layers} layers, {cfg.n_heads} heads, "
+              f"d_model {cfg.d_model}, context {cfg.max_seq_len}, vocabulary {cfg.vocab_size}")
+        bpb = val_bpb(self.ckpt)
+        print(f"  trained {self.ckpt.get('step', 0):,} steps, {self.ckpt.get('tokens_seen', 0):,} tokens; "
+              f"validation bits per byte {'-' if bpb is None else f'{bpb:.3f}'}")
+        print(f"settings: temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, max {s.max_new_tokens} "
+              f"tokens, repetition penalty {s.repetition_penalty}, seed {'off' if s.seed is None else s.seed}")
+
+
+# The commands of the prompt loop: name -> usage, help, method. Add a command with one line here.
+COMMANDS: dict[str, Command] = {
+    "/help": Command("/help", "this list", App.help),
+    "/temp": Command("/temp [T]", "temperature: 0 is greedy, higher is more adventurous (default 0.8)",
+                     lambda app, v: app.set_setting("temperature", "temperature", float, v)),
+    "/top-k": Command("/top-k [K]", "sample among the K likeliest tokens (0: all)",
+                      lambda app, v: app.set_setting("top_k", "top-k", int, v)),
+    "/top-p": Command("/top-p [P]", "sample among the likeliest tokens that make up P of the probability (1: all)",
+                      lambda app, v: app.set_setting("top_p", "top-p", float, v)),
+    "/max": Command("/max [N]", "how many tokens to generate", lambda app, v: app.set_setting(
+        "max_new_tokens", "max new tokens", int, v)),
+    "/seed": Command("/seed [N|off]", "a fixed seed repeats the same text for the same prompt", App.seed),
+    "/model": Command("/model [NAME] [SERIAL]", "list the models, or switch to another model or serial", App.model),
+    "/info": Command("/info", "the model and the settings", App.info),
+    "/quit": Command("/quit", "exit", lambda app, v: None),  # handled by the loop; listed for /help
+}
+
+
+def _enable_line_editing(home: Home) -> None:
+    """Arrow keys, editing and history (kept across sessions) for the prompt, where readline exists."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline
+        return
+    import atexit
+
+    history = home.artifacts / "console_history"
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+
+    def save():
+        try:
+            history.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(history)
+        except OSError:
+            pass
+
+    atexit.register(save)
+
+
+def run_cli(args, home: Home) -> int:
+    """`python main.py` / `hellogpt`: guide to a trained model, then the prompt loop."""
+    from hellogpt.checkpoint_manager import serials
+
+    print(BANNER)
+    print(f"Home: {home.root}")
+    config = config_from_args(args)
+    if not serials(home.model_dir(config.model_name)):
+        try:
+            ensure_model(home, args, config)
+        except Declined as e:
+            print(e)
+            return 1
+    return App(home, config.model_name).loop()
+
+
+# --- hellogpt info ------------------------------------------------------------------------------------
+
+
+def val_bpb(ckpt: dict) -> float | None:
+    """The latest validation bits per byte recorded in a checkpoint's metrics, if any."""
+    for entry in reversed(ckpt.get("metrics") or []):
+        if entry.get("val_bpb") is not None:
+            return float(entry["val_bpb"])
+    return None
+
+
+def print_models(home: Home, current: tuple[str, int] | None = None) -> int:
+    """A table of every model and serial; returns how many models there are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hellogpt.checkpoint_manager import load_checkpoint, serial_path, serials
+
+    folders = sorted(p for p in home.checkpoints_dir.iterdir() if serials(p)) if home.checkpoints_dir.is_dir() else []
+    if not folders:
+        print(f"No trained models in {home.checkpoints_dir}. Run `python main.py` (or `hellogpt train`) to train one.")
+        return 0
+    table = Table(title=f"Models in {home.checkpoints_dir}")
+    for column in ("model", "serial", "parameters", "size", "steps", "tokens seen", "val bpb"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for folder in folders:
+        for serial in serials(folder):
+            path = serial_path(folder, serial)
+            ckpt = load_checkpoint(path)
+            params = _count_params(ckpt["model"])
+            bpb = val_bpb(ckpt)
+            mark = " *" if current == (folder.name, serial) else ""
+            table.add_row(folder.name + mark, str(serial), f"{params:,}", f"{path.stat().st_size / 1e6:.1f} MB",
+                          f"{ckpt.get('step', 0):,}", f"{ckpt.get('tokens_seen', 0):,}",
+                          "-" if bpb is None else f"{bpb:.3f}")
+    Console().print(table)
+    if current:
+        print("* the model in use")
+    return len(folders)
+
+
+def _count_params(state: dict) -> int:
+    """Parameters in a state dict, a tensor shared by two names (tied embeddings) counted once."""
+    unique = {t.untyped_storage().data_ptr(): t.numel() for t in state.values()}
+    return sum(unique.values())
+
+
+def run_info_cli(args, home: Home) -> int:
+    """`hellogpt info`: models and their serials, the tokenizer, the data."""
+    from hellogpt.corpus import data_path
+    from hellogpt.tokenizer import load_tokenizer
+
+    print(f"Home: {home.root}")
+    print_models(home)
+
+    if home.tokenizer_path.is_file():
+        tokenizer = load_tokenizer(home.tokenizer_path)
+        print(f"Tokenizer: {home.tokenizer_path} (vocabulary {tokenizer.vocab_size:,}, fingerprint "
+              f"{tokenizer.fingerprint})")
+    else:
+        print(f"Tokenizer: none yet at {home.tokenizer_path} (`hellogpt tokenizer train` makes one).")
+
+    books_at = data_path(home, args.data)
+    books = [books_at] if books_at.is_file() else sorted(books_at.glob("*.txt")) if books_at.is_dir() else []
+    if books:
+        size = sum(p.stat().st_size for p in books)
+        print(f"Data: {len(books)} book(s) in {books_at}, {size / 1e6:.1f} MB (`hellogpt data info` for details).")
+    else:
+        print(f"Data: no books in {books_at} (`hellogpt data download` fetches some).")
+    return 0
