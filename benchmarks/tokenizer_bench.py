@@ -1,0 +1,86 @@
+"""Tokenizer speed on the shared corpus (../shared/corpus, eight books, 3.4 MB).
+
+Training: `train_tokenizer` as `hellogpt tokenizer train` runs it (read and clean the
+books, split off validation, learn the merges, save the file), on all eight books
+and on Pride and Prejudice alone; targets: the whole corpus in at most 10 s at
+vocabulary 8000.
+Encoding: `Tokenizer.encode_documents` (what `prepare_tokens` uses: batch encoding
+over pieces, on every core) on the eight cleaned books, in MB of UTF-8 text per second;
+target: at least 5 MB/s. `encode_batch` on the eight whole books, one thread each, is
+shown for comparison. Each figure is the median of --runs runs.
+
+    python benchmarks/tokenizer_bench.py [--runs 5]
+
+Prints a table and writes benchmarks/out/tokenizer_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hellogpt.corpus import find_books, read_book
+from hellogpt.paths import Home
+from hellogpt.tokenizer import train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+OUT = ROOT / "benchmarks" / "out" / "tokenizer_bench.json"
+
+
+def median_seconds(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    texts = [read_book(p) for p in find_books(CORPUS)]
+    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Home(Path(tmp))
+        for data, label, vocab_size in ((CORPUS, "8 books", 8000), (CORPUS, "8 books", 2048),
+                                        (CORPUS / "pg1342.txt", "pg1342.txt", 2048)):
+            seconds = median_seconds(
+                lambda: train_tokenizer(home, data, vocab_size, val_fraction=0.1, show_progress=False), args.runs)
+            rows.append({"task": f"train, vocabulary {vocab_size}", "data": label, "seconds": seconds})
+        tokenizer = train_tokenizer(home, CORPUS, 8000, val_fraction=0.1, show_progress=False)
+        for name, encode in (("encode_documents", tokenizer.encode_documents),
+                             ("encode_batch (whole books)", tokenizer.encode_batch)):
+            encode(texts)  # warm-up
+            seconds = median_seconds(lambda: encode(texts), args.runs)
+            rows.append({"task": f"{name}, vocabulary 8000", "data": "8 books",
+                         "seconds": seconds, "MB_per_s": megabytes / seconds})
+
+    table = Table(title=f"Tokenizer speed, {megabytes:.2f} MB of text, median of {args.runs} runs, "
+                        f"{os.cpu_count()} CPUs")
+    for column in ("task", "data", "seconds", "MB/s"):
+        table.add_column(column, justify="left" if column in ("task", "data") else "right")
+    for row in rows:
+        table.add_row(row["task"], row["data"], f"{row['seconds']:.2f}",
+                      f"{row['MB_per_s']:.1f}" if "MB_per_s" in row else "")
+    Console().print(table)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"megabytes": megabytes, "runs": args.runs, "cpus": os.cpu_count(),
+                               "results": rows}, indent=1))
+    print(f"Wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
