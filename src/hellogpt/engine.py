@@ -149,7 +149,7 @@ class Engine:
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise UserError("The prompt is empty: type some text for the model to continue, e.g. \"Elizabeth\".")
-        self.last = stats = Generation(seed=self._seed(settings))
+        self.last = stats = Generation()
         text = TextStream(settings.stop)
         started = time.perf_counter()
         try:
@@ -186,6 +186,7 @@ class Engine:
     def tokens(self, prompt_ids: list[int], settings: Settings, stats: Generation | None = None) -> Iterator[int]:
         """The decode loop: yield new token ids (at most max_new_tokens), prompt_ids unchanged."""
         stats = stats or Generation()
+        stats.seed = self._seed(settings)
         stats.prompt_tokens_dropped = max(0, len(prompt_ids) - self.context)
         window = list(prompt_ids[-self.context:])  # the tokens the cache stands for, in order
         stats.prompt_tokens = len(window)
