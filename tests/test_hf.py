@@ -161,6 +161,25 @@ def test_import_of_a_transformers_model_computes_the_same(home, tokenizer_file, 
     assert greedy(ours, prompt, NEW_TOKENS, use_cache=True)[0] == hf_greedy(theirs, prompt, NEW_TOKENS)
 
 
+def test_generate_with_an_imported_model_writes_what_transformers_writes(home, tokenizer_file, tmp_path):
+    """The README's recipe for GPT-2's own weights: import-hf, then `hellogpt generate` (greedy)."""
+    source = tmp_path / "gpt2"
+    theirs = transformers_model(vocab=load_tokenizer(tokenizer_file).vocab_size)
+    theirs.save_pretrained(source)
+    their_tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token=EOT, eos_token=EOT)
+    their_tokenizer.save_pretrained(source)
+    assert hellogpt("import-hf", str(source), home=home).returncode == 0  # named after the folder: gpt2
+
+    prompt = "It was a dark and stormy night"
+    result = hellogpt("generate", prompt, "--model-name", "gpt2", "--temperature", "0", "--max-new-tokens",
+                      str(NEW_TOKENS), "--json", home=home)
+    assert result.returncode == 0, result.stderr
+    ids = their_tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():  # transformers' greedy search, stopping at <|endoftext|> as HelloGPT does
+        new = theirs.generate(ids, do_sample=False, max_new_tokens=NEW_TOKENS, pad_token_id=0)[0, ids.size(1):]
+    assert json.loads(result.stdout)["text"] == their_tokenizer.decode(new, skip_special_tokens=True)
+
+
 @pytest.mark.parametrize("tie", [True, False])
 def test_export_then_import_gives_back_the_same_weights(home, make_gpt, tmp_path, tie):
     model = make_gpt(vocab_size=load_tokenizer(home.tokenizer_path).vocab_size, max_seq_len=CONTEXT, tie_embeddings=tie)
