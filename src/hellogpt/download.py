@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from hellogpt import __version__
+from hellogpt.corpus import data_path
 from hellogpt.errors import UserError
 from hellogpt.fileio import atomic_path
 from hellogpt.paths import Home
@@ -69,6 +70,7 @@ def download_books(ids: list[int], data_dir: Path, mirror: str | None = None, ti
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         console=console, disable=not show_progress)
     paths, fetched = [], 0
+    console.print(f"Books from {mirror} into {data_dir}:")
     with progress:
         for book_id in ids:
             path = book_path(data_dir, book_id)
@@ -79,7 +81,8 @@ def download_books(ids: list[int], data_dir: Path, mirror: str | None = None, ti
                 continue
             _download(book_url(mirror, book_id), path, timeout, progress, title, data_dir)
             fetched += 1
-    console.print(f"Downloaded {fetched} book(s), skipped {len(ids) - fetched} already present, in {data_dir}.")
+    console.print(f"Downloaded {fetched} book(s), skipped {len(ids) - fetched} already present. "
+                  "Next: `hellogpt tokenizer train`.")
     return paths
 
 
@@ -131,6 +134,6 @@ def _fetch(url: str, path: Path, timeout: float, progress: Progress, task) -> No
 
 def run_cli(args, home: Home) -> int:
     """`hellogpt data download [ID ...] [--mirror URL] [--timeout S]`."""
-    download_books(args.ids or list(DEFAULT_BOOKS), Path(args.data).expanduser() if args.data else home.data_dir,
-                   mirror=args.mirror, timeout=args.timeout)
+    download_books(args.ids or list(DEFAULT_BOOKS), data_path(home, args.data), mirror=args.mirror,
+                   timeout=args.timeout)
     return 0
