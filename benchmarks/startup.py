@@ -1,0 +1,87 @@
+"""Start-up time: from `python main.py` to the first prompt, with a trained model of the default size.
+
+A home is made once in a temporary folder: the tokenizer (vocabulary 8000, trained on Pride and
+Prejudice) and a checkpoint of the default model size (fresh weights: loading does not care how
+well a model writes). Then `python main.py --home HOME` is started --runs times; the clock runs
+from starting the process until the prompt "> " appears on its output. Budget: 2.5 s.
+
+    python benchmarks/startup.py [--runs 7]
+
+Prints a table and writes benchmarks/out/startup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+OUT = ROOT / "benchmarks" / "out" / "startup.json"
+BUDGET = 2.5
+
+
+def make_home(root: Path) -> None:
+    import torch
+
+    from hellogpt.checkpoint_manager import save_checkpoint
+    from hellogpt.config import Config
+    from hellogpt.model import GPT
+    from hellogpt.paths import Home
+    from hellogpt.tokenizer import load_tokenizer, train_bpe
+
+    home = Home(root)
+    home.tokenizer_path.parent.mkdir(parents=True)
+    text = (CORPUS / "pg1342.txt").read_text(encoding="utf-8")
+    train_bpe([text], Config().vocab_size, show_progress=False).save(str(home.tokenizer_path))
+    tokenizer = load_tokenizer(home.tokenizer_path)
+    config = Config()
+    model = GPT(config.model_config(tokenizer.vocab_size))
+    save_checkpoint(home.model_dir(config.model_name), {
+        "model": model.state_dict(), "model_config": model.config.to_dict(), "config": config.to_dict(),
+        "tokenizer_fingerprint": tokenizer.fingerprint, "step": 0, "metrics": [],
+    })
+    print(f"home {root}: model '{config.model_name}', {model.num_params():,} parameters")
+
+
+def time_to_prompt(home: Path) -> float:
+    started = time.perf_counter()
+    app = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--home", str(home)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    while not seen.endswith(b"> "):
+        chunk = os.read(app.stdout.fileno(), 4096)
+        if not chunk:
+            raise RuntimeError(f"the application ended before its prompt: {app.stderr.read().decode()}")
+        seen += chunk
+    seconds = time.perf_counter() - started
+    app.communicate(b"")  # end of input: the application says goodbye and exits
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_home(Path(tmp))
+        time_to_prompt(Path(tmp))  # warm-up: the first start also fills the OS file cache
+        times = [time_to_prompt(Path(tmp)) for _ in range(args.runs)]
+    median = statistics.median(times)
+    print(f"{'python main.py to the first prompt':<40}{'median':>8}{'min':>8}{'max':>8}")
+    print(f"{'seconds, ' + str(args.runs) + ' runs':<40}{median:>8.2f}{min(times):>8.2f}{max(times):>8.2f}")
+    print(f"budget {BUDGET} s: {'within' if median <= BUDGET else 'OVER'}")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"seconds": times, "median": median, "budget": BUDGET}, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

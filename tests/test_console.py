@@ -1,0 +1,143 @@
+"""The console application (`python main.py`) driven as a user drives it: answers piped into
+standard input, or typed into a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from hellogpt.paths import Home
+
+pytestmark = pytest.mark.integration
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def app(home: Home, *args: str, answers: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python main.py --home HOME ARGS` with `answers` as its standard input."""
+    return subprocess.run([sys.executable, str(MAIN), "--home", str(home.root), *args], input=answers,
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+@pytest.fixture
+def home(tiny_home, tmp_path) -> Home:
+    """A copy of the tiny trained home (the application may write its history there)."""
+    copy = Home(tmp_path / "home")
+    shutil.copytree(tiny_home.root, copy.root)
+    return copy
+
+
+# --- piped standard input --------------------------------------------------------------------------------
+
+
+def test_prompt_loop_through_piped_input(home):
+    answers = "Elizabeth\n/temp 0\n/max 12\n/seed 3\nElizabeth\n/top-k 5\n/top-p 0.5\n/info\n\n/nonsense\nX\n"
+    r = app(home, "--model-name", "tiny", answers=answers)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "Model 'tiny', serial 1" in out
+    assert "temperature: 0.0" in out and "max new tokens: 12" in out and "seed: 3" in out
+    assert "top-k: 5" in out and "top-p: 0.5" in out
+    assert "settings: temperature 0.0, top-k 5, top-p 0.5, max 12 tokens" in out  # /info shows them
+    assert "validation bits per byte 7.500" in out
+    assert "seed 3)" in out  # the second continuation's stats
+    assert out.count("\nElizabeth") >= 2  # each continuation follows its prompt
+    assert "Type some text" in out and "Unknown command /nonsense" in out
+    assert out.rstrip().endswith("Bye.") and r.stderr == ""
+
+
+def test_end_of_input_at_the_prompt_exits_cleanly(home):
+    r = app(home, "--model-name", "tiny", answers="")
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("Bye.")
+
+
+def test_bad_settings_and_switching_models_do_not_end_the_session(home):
+    answers = "/temp -2\n/top-p 0\n/max lots\n/model nope\n/model 7\n/model\n/model tiny 1\n/quit\n"
+    r = app(home, "--model-name", "tiny", answers=answers)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "error: Temperature must be 0 (greedy) or more" in out
+    assert "error: Top-p must be above 0" in out
+    assert "error: max new tokens takes a whole number; got 'lots'" in out
+    assert "error: Model 'nope' has no checkpoint" in out
+    assert "error: Model 'tiny' has no serial 7" in out
+    assert "tiny *" in out  # the list marks the model in use
+    assert out.count("Model 'tiny', serial 1") == 2  # loaded at start, and again by /model tiny 1
+    assert out.rstrip().endswith("Bye.")
+
+
+def test_end_of_input_at_a_question_names_the_flag(tmp_path, corpus_dir):
+    home = Home(tmp_path)
+    home.data_dir.mkdir()
+    shutil.copy(corpus_dir / "pg11.txt", home.data_dir)
+    r = app(home, answers="", timeout=60)  # books but no tokenizer: the app asks to train one
+    assert r.returncode == 1
+    assert "Train the tokenizer now?" in r.stdout
+    assert "Input ended" in r.stderr and "--yes" in r.stderr and "Traceback" not in r.stderr
+    assert not home.tokenizer_path.exists()
+
+
+def test_declining_says_how_to_go_on(tmp_path):
+    home = Home(tmp_path)
+    r = app(home, answers="maybe\nn\n", timeout=60)  # no books: the app offers to download them
+    assert r.returncode == 1
+    assert "Please answer y (yes) or n (no)." in r.stdout
+    assert "Put some .txt books into" in r.stdout and "hellogpt data download" in r.stdout
+    assert not list(home.root.rglob("*.txt"))  # nothing was downloaded
+
+
+def test_a_trained_model_with_a_lost_tokenizer_is_one_clear_error(home):
+    home.tokenizer_path.unlink()
+    r = app(home, "--model-name", "tiny", answers="Elizabeth\n")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: No tokenizer at") and "Traceback" not in r.stderr
+
+
+# --- a pseudo-terminal -------------------------------------------------------------------------------------
+
+
+def spawn(home: Home, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, [str(MAIN), "--home", str(home.root), *args], env=ENV,
+                          encoding="utf-8", timeout=60, dimensions=(40, 160))
+    return child
+
+
+def test_prompt_loop_on_a_terminal(home):
+    child = spawn(home, "--model-name", "tiny")
+    child.expect_exact("> ")
+    child.sendline("/temp 0")
+    child.expect_exact("temperature: 0.0")
+    child.sendline("/max 15")
+    child.expect_exact("max new tokens: 15")
+    child.sendline("Elizabeth")
+    child.expect(r"\((\d+) tokens, \d+ tokens/s, seed \d+\)")
+    first = child.before  # the prompt, then the continuation streamed after it
+    assert "Elizabeth" in first
+
+    child.sendline("\x1b[A")  # arrow up: the line history brings back "Elizabeth"
+    child.expect(r"\((\d+) tokens, \d+ tokens/s, seed \d+\)")
+    assert child.before.count("Elizabeth") >= 1
+
+    child.sendline("/max 1000000")  # long enough to interrupt: Ctrl-C stops the generation only
+    child.expect_exact("max new tokens: 1000000")
+    child.sendline("It is a truth")
+    child.expect_exact("It is a truth")
+    child.expect(r"\S")  # streaming has begun
+    child.sendintr()
+    child.expect_exact("[stopped]")
+    child.expect_exact("> ")
+    child.sendintr()  # Ctrl-C at the prompt: a hint, not an exit
+    child.expect_exact("(Ctrl-D, X or /quit exits.)")
+    child.sendline("/info")
+    child.expect_exact("max 1000000 tokens")
+    child.sendeof()
+    child.expect_exact("Bye.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
