@@ -17,8 +17,8 @@ from rich.console import Console
 from hellogpt.checkpoint_manager import save_checkpoint
 from hellogpt.config import Config
 from hellogpt.errors import UserError
-from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, run_inspect,
-                                 visible)
+from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
+                                 print_logit_lens, print_next_token, print_tokens, run_inspect, visible)
 from hellogpt.model import GPT, GPTConfig
 from hellogpt.paths import Home
 from hellogpt.tokenizer import load_tokenizer, train_bpe
@@ -146,9 +146,27 @@ def test_any_prompt_that_fits_gives_distributions(tiny, prompt):
         return
     ins = inspect(model, tokenizer, encode_prompt(tokenizer, prompt, model.config.max_seq_len))
     assert len(ins.labels) == len(ids) and all(ins.labels)
+    print_all(ins)  # whatever the prompt holds (markup-like brackets, control characters), printing copes
     assert ins.probs.sum().item() == pytest.approx(1.0, abs=1e-5)
     for weights in ins.attention:
         assert torch.allclose(weights.sum(dim=-1), torch.ones(weights.shape[:2]), atol=1e-5)
+
+
+def print_all(ins, k: int = 5) -> str:
+    console = quiet()
+    print_tokens(console, ins)
+    print_next_token(console, ins, k)
+    print_attention_summary(console, ins)
+    print_logit_lens(console, ins)
+    return console.file.getvalue()
+
+
+def test_terminal_shows_tokens_literally(tiny):
+    _, model, tokenizer = tiny
+    ins = inspect(model, tokenizer, tokenizer.encode("[bold]Jane[/] said"))
+    shown = print_all(ins)
+    assert "".join(ins.labels) == "[bold]Jane[/]␣said"
+    assert "[bold]Jane[/]␣said" in shown  # the coloured line of tokens, not taken for rich markup
 
 
 def test_visible_draws_whitespace_and_partial_characters():

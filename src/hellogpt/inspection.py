@@ -168,7 +168,7 @@ def print_tokens(console: Console, ins: Inspection) -> None:
     console.print(line)
     table = Table("#", "id", "token", "bytes", box=None, padding=(0, 1))
     for pos, (i, label) in enumerate(zip(ins.ids, ins.labels)):
-        table.add_row(str(pos), str(i), label, ins.tokenizer.token_bytes(i).hex(" "))
+        table.add_row(str(pos), str(i), Text(label), ins.tokenizer.token_bytes(i).hex(" "))
     console.print(table)
 
 
@@ -176,7 +176,7 @@ def print_next_token(console: Console, ins: Inspection, k: int) -> None:
     console.print(Text("\n2. Next token: the likeliest continuations", style="bold"))
     table = Table("rank", "token", "probability", "", box=None, padding=(0, 1))
     for rank, (i, p) in enumerate(ins.top(k), start=1):
-        table.add_row(str(rank), ins.label(i), f"{p:7.2%}", Bar(size=1.0, begin=0.0, end=p, width=40))
+        table.add_row(str(rank), Text(ins.label(i)), f"{p:7.2%}", Bar(size=1.0, begin=0.0, end=p, width=40))
     console.print(table)
     h = ins.entropy_bits
     console.print(f"entropy {h:.2f} bits: as unsure as a fair choice among {2**h:.1f} tokens")
@@ -189,7 +189,7 @@ def print_attention_summary(console: Console, ins: Inspection) -> None:
     for layer, weights in enumerate(ins.attention, start=1):
         for head, row in enumerate(weights[:, -1], start=1):  # row: (T,) the last token's weights
             pos = int(row.argmax())
-            table.add_row(str(layer), str(head), ins.labels[pos] + (" (itself)" if pos == last else ""),
+            table.add_row(str(layer), str(head), Text(ins.labels[pos] + (" (itself)" if pos == last else "")),
                           str(pos), f"{row[pos]:.2f}")
     console.print(table)
 
@@ -198,7 +198,7 @@ def print_logit_lens(console: Console, ins: Inspection) -> None:
     console.print(Text("\n4. Logit lens: the next-token guess after each block", style="bold"))
     table = Table("after block", *[f"#{r}" for r in range(1, LENS_TOP + 1)], box=None, padding=(0, 1))
     for block, probs in enumerate(ins.lens_probs, start=1):
-        table.add_row(str(block), *[f"{ins.label(i)} {p:.0%}" for i, p in ins.top(LENS_TOP, probs)])
+        table.add_row(str(block), *[Text(f"{ins.label(i)} {p:.0%}") for i, p in ins.top(LENS_TOP, probs)])
     console.print(table)
 
 
@@ -251,7 +251,7 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
     ids = encode_prompt(tokenizer, prompt, model.config.max_seq_len)
 
     ins = inspect(model, tokenizer, ids)
-    console.print(f"Model '{where.model_name}', serial {where.serial}: {where.path}\n")
+    console.print(f"Model '{where.model_name}', serial {where.serial}: {where.path}\n", markup=False)
     print_tokens(console, ins)
     print_next_token(console, ins, top_k)
     print_attention_summary(console, ins)
@@ -264,7 +264,7 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
         shown = most_frequent(train, tokenizer.vocab_size, PCA_TOKENS, tokenizer.eot_id)
         shown += [i for i in dict.fromkeys(ids) if i not in shown]  # the prompt's tokens, to find them on the map
         pca = (shown, *embedding_pca(model, shown))
-    console.print(note)
+    console.print(note, markup=False)
 
     base = Path(out.parent if out else home.inspect_dir(where.model_name))
     base.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,8 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
         report = _publish(tmp, out, base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already unless something failed half-way
-    console.print(f"\nFigures and index.html in {report}\nOpen {report / 'index.html'} in a browser to see them all.")
+    console.print(f"\nFigures and index.html in {report}\nOpen {report / 'index.html'} in a browser to see them all.",
+                  markup=False)
     return report
 
 

@@ -47,7 +47,7 @@ def plot_attention(path: Path, weights: torch.Tensor, labels: list[str], layer: 
     cols = min(H, 4)
     rows = math.ceil(H / cols)
     panel = min(8.0, max(2.6, 1.2 + 0.16 * min(T, MAX_TICK_LABELS)))  # inches per heatmap
-    fontsize = 8 if T <= 20 else 6
+    fontsize = 8 if T <= 20 else 7
     fig = _figure(cols * panel + 1.0, rows * panel + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False).flat
     cmap = colormaps["viridis"].with_extremes(bad="0.88")  # grey: a future token, never looked at
