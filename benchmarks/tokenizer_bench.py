@@ -7,7 +7,8 @@ vocabulary 8000.
 Encoding: `Tokenizer.encode_documents` (what `prepare_tokens` uses: batch encoding
 over pieces, on every core) on the eight cleaned books, in MB of UTF-8 text per second;
 target: at least 5 MB/s. `encode_batch` on the eight whole books, one thread each, is
-shown for comparison. Each figure is the median of --runs runs.
+shown for comparison. Each figure is the median of --runs runs; CPU seconds (all threads
+together) next to wall-clock seconds show how much of the machine the run had.
 
     python benchmarks/tokenizer_bench.py [--runs 5]
 
@@ -36,13 +37,15 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 OUT = ROOT / "benchmarks" / "out" / "tokenizer_bench.json"
 
 
-def median_seconds(fn, runs: int) -> float:
-    times = []
+def median_seconds(fn, runs: int) -> tuple[float, float]:
+    """Median wall-clock seconds and median CPU seconds (all threads) of `runs` calls."""
+    wall, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -57,23 +60,24 @@ def main() -> None:
         home = Home(Path(tmp))
         for data, label, vocab_size in ((CORPUS, "8 books", 8000), (CORPUS, "8 books", 2048),
                                         (CORPUS / "pg1342.txt", "pg1342.txt", 2048)):
-            seconds = median_seconds(
+            seconds, cpu = median_seconds(
                 lambda: train_tokenizer(home, data, vocab_size, val_fraction=0.1, show_progress=False), args.runs)
-            rows.append({"task": f"train, vocabulary {vocab_size}", "data": label, "seconds": seconds})
+            rows.append({"task": f"train, vocabulary {vocab_size}", "data": label, "seconds": seconds,
+                         "cpu_seconds": cpu})
         tokenizer = train_tokenizer(home, CORPUS, 8000, val_fraction=0.1, show_progress=False)
         for name, encode in (("encode_documents", tokenizer.encode_documents),
                              ("encode_batch (whole books)", tokenizer.encode_batch)):
             encode(texts)  # warm-up
-            seconds = median_seconds(lambda: encode(texts), args.runs)
-            rows.append({"task": f"{name}, vocabulary 8000", "data": "8 books",
-                         "seconds": seconds, "MB_per_s": megabytes / seconds})
+            seconds, cpu = median_seconds(lambda: encode(texts), args.runs)
+            rows.append({"task": f"{name}, vocabulary 8000", "data": "8 books", "seconds": seconds,
+                         "cpu_seconds": cpu, "MB_per_s": megabytes / seconds})
 
     table = Table(title=f"Tokenizer speed, {megabytes:.2f} MB of text, median of {args.runs} runs, "
                         f"{os.cpu_count()} CPUs")
-    for column in ("task", "data", "seconds", "MB/s"):
+    for column in ("task", "data", "seconds", "CPU seconds", "MB/s"):
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for row in rows:
-        table.add_row(row["task"], row["data"], f"{row['seconds']:.2f}",
+        table.add_row(row["task"], row["data"], f"{row['seconds']:.2f}", f"{row['cpu_seconds']:.2f}",
                       f"{row['MB_per_s']:.1f}" if "MB_per_s" in row else "")
     Console().print(table)
     OUT.parent.mkdir(parents=True, exist_ok=True)
