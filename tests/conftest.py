@@ -116,6 +116,6 @@ def tiny_home(tmp_path_factory, corpus_dir):
     save_checkpoint(home.model_dir("tiny"), {
         "model": model.state_dict(), "model_config": model.config.to_dict(), "config": config.to_dict(),
         "tokenizer_fingerprint": tokenizer.fingerprint, "step": 0, "tokens_seen": 0,
-        "metrics": [{"step": 0, "val_bpb": 7.5}],
+        "metrics": [{"split": "val", "step": 0, "loss": 4.2, "bits_per_byte": 7.5}],
     })
     return home

@@ -4,6 +4,7 @@ standard input, or typed into a pseudo-terminal."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,17 @@ def test_a_trained_model_with_a_lost_tokenizer_is_one_clear_error(home):
     assert r.stderr.startswith("error: No tokenizer at") and "Traceback" not in r.stderr
 
 
+def test_start_up_imports_nothing_it_does_not_need(home):
+    """The way to the first prompt stays quick: no transformers, no plotting, no training code."""
+    code = ("import sys; from hellogpt.cli import main; main(['--home', sys.argv[1], '--model-name', 'tiny']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'matplotlib') "
+            "or m in ('hellogpt.train', 'hellogpt.dataloader')))")
+    r = subprocess.run([sys.executable, "-c", code, str(home.root)], input="", capture_output=True, text=True,
+                       timeout=120, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith("Bye.\n[]")
+
+
 # --- a pseudo-terminal -------------------------------------------------------------------------------------
 
 
@@ -136,6 +148,88 @@ def test_prompt_loop_on_a_terminal(home):
     child.expect_exact("(Ctrl-D, X or /quit exits.)")
     child.sendline("/info")
     child.expect_exact("max 1000000 tokens")
+    child.sendeof()
+    child.expect_exact("Bye.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+# --- from an empty home to a streaming continuation ---------------------------------------------------------
+
+TINY = ["--vocab-size", "300", "--max-seq-len", "32", "--d-model", "32", "--n-layers", "2", "--n-heads", "2",
+        "--d-ffn", "64", "--batch-size", "8", "--max-steps", "30", "--eval-every", "15", "--warmup-steps", "5"]
+
+
+@pytest.fixture
+def mirror(tmp_path_factory, corpus_dir):
+    """A local Gutenberg mirror (cache/epub/<id>/pg<id>.txt) serving the first 25 KB of each shared book."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    root = tmp_path_factory.mktemp("mirror")
+    for book in corpus_dir.glob("pg*.txt"):
+        folder = root / "cache" / "epub" / book.stem.removeprefix("pg")
+        folder.mkdir(parents=True)
+        (folder / book.name).write_bytes(book.read_bytes()[:25_000].decode("utf-8", "ignore").encode())
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.smoke
+def test_new_user_through_piped_answers(tmp_path, mirror):
+    """No books, no tokenizer, no model: yes to the download, the tokenizer and the training, then "Elizabeth"."""
+    home = Home(tmp_path / "home")
+    answers = "y\ny\ny\nElizabeth\n/temp 0\n/max 20\nElizabeth\nX\n"
+    r = subprocess.run([sys.executable, str(MAIN), "--home", str(home.root), *TINY], input=answers,
+                       capture_output=True, text=True, timeout=300, env={**ENV, "HELLOGPT_GUTENBERG_MIRROR": mirror})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert len(list(home.data_dir.glob("pg*.txt"))) == 8 and home.tokenizer_path.is_file()
+    assert (home.model_dir("hellogpt") / "serial_1.pt").is_file()
+    for insight in ("epochs", "batch size", "learning rate", "dropout", "clipping threshold", "tokens",
+                    "training samples", "validation samples"):
+        assert insight in out
+    assert "bits per byte" in out  # training reported its validation
+    assert "Model 'hellogpt', serial 1" in out and "trained 30 steps" in out
+    assert out.count("\nElizabeth") == 2  # two continuations, each streamed after its prompt
+    assert "temperature: 0.0" in out and "max new tokens: 20" in out
+    last = re.search(r"\((\d+) tokens, \d+ tokens/s, seed \d+\)\n> X", out)
+    assert last and 1 <= int(last.group(1)) <= 20  # the second one used the new setting
+    assert out.rstrip().endswith("Bye.")
+
+
+@pytest.mark.smoke
+def test_new_user_on_a_terminal(tmp_path, corpus_dir):
+    """Books copied into data/; the questions answered by typing; then a prompt, a setting, Ctrl-D."""
+    home = Home(tmp_path / "home")
+    home.data_dir.mkdir(parents=True)
+    for name, size in (("pg1342.txt", 60_000), ("pg11.txt", 40_000)):
+        (home.data_dir / name).write_bytes((corpus_dir / name).read_bytes()[:size])
+    child = spawn(home, *TINY)
+    child.expect_exact("Books: 2 in")
+    child.expect_exact("Train the tokenizer now? [Y/n] ")
+    child.sendline("y")
+    child.expect_exact("training samples")
+    child.expect_exact("Train 'hellogpt' now? (Ctrl-C stops and saves) [Y/n] ")
+    child.sendline("")  # Enter: yes
+    child.expect(r"step \d+/30")  # live progress
+    child.expect_exact("Model 'hellogpt', serial 1", timeout=240)
+    child.expect_exact("> ")
+    child.sendline("Elizabeth")
+    child.expect(r"\(\d+ tokens, \d+ tokens/s, seed \d+\)")
+    assert "Elizabeth" in child.before
+    child.sendline("/top-k 3")
+    child.expect_exact("top-k: 3")
     child.sendeof()
     child.expect_exact("Bye.")
     child.expect(pexpect.EOF)

@@ -50,12 +50,15 @@ def ask(question: str, assume_yes: bool) -> bool:
         return True
     while True:
         try:
-            answer = input(f"{question} [Y/n] ").strip().lower()
+            answer = input(f"{question} [Y/n] ")
         except EOFError:
             print()
             raise UserError(f"Input ended while asking \"{question}\", so nothing was done. Answer the questions "
                             "on a terminal, pipe the answers in, or run again with --yes to answer yes to every "
                             "question.", exit_code=1)
+        if not sys.stdin.isatty():
+            print(answer)  # a piped answer is not echoed by a terminal: show it
+        answer = answer.strip().lower()
         if answer in ("", "y", "yes"):
             return True
         if answer in ("n", "no"):
@@ -108,12 +111,15 @@ def ensure_model(home: Home, args, config: Config) -> None:
 
     from hellogpt.dataloader import num_windows, prepare_tokens
     from hellogpt.model import GPT
+    from hellogpt.train import check_settings, plan_for, train
 
+    check_settings(config)  # a bad setting is reported now, not after the questions
     books = ensure_books(home, args, config)
     tokenizer = ensure_tokenizer(home, args, config, books)
     data = prepare_tokens(home, books, tokenizer, config.val_fraction)
     params = GPT(config.model_config(tokenizer.vocab_size)).num_params()
     T = config.max_seq_len
+    plan = plan_for(config, len(data.train), config.batch_size * T * config.grad_accum)
 
     table = Table(title=f"Model '{config.model_name}' has no checkpoint yet. Training would use:", show_header=False)
     table.add_column(style="bold")
@@ -123,8 +129,8 @@ def ensure_model(home: Home, args, config: Config) -> None:
         ("model", f"{params:,}", f"parameters: {config.n_layers} layers, {config.n_heads} heads, d_model "
                                  f"{config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
         ("epochs", f"{config.epochs:g}", "passes over the training tokens" +
-         (f" (max_steps {config.max_steps} decides)" if config.max_steps else "") +
-         (f" (time {config.time:g} s decides)" if config.time else "")),
+         (" (--max-steps or --time decides instead)" if config.max_steps or config.time else "")),
+        ("run length", plan.describe(), "optimizer steps or seconds, whichever ends first"),
         ("batch size", f"{config.batch_size}", f"windows of {T} tokens per step"),
         ("learning rate", f"{config.lr:g}", f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
         ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
@@ -142,10 +148,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
     print("Change any of these with flags (e.g. `python main.py --epochs 2`) or a TOML file (--config FILE).")
     if not ask(f"Train '{config.model_name}' now? (Ctrl-C stops and saves)", args.yes):
         raise Declined(f"Train it with `hellogpt train --model-name {config.model_name}`, then run me again.")
-
-    from hellogpt.train import train
-
-    train(config, home, books)
+    train(config, home, books, yes=bool(args.yes))  # a Ctrl-C saves, and the prompt loop uses what was saved
 
 
 @dataclass
@@ -282,6 +285,11 @@ class App:
         print(f"settings: temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, max {s.max_new_tokens} "
               f"tokens, repetition penalty {s.repetition_penalty}, seed {'off' if s.seed is None else s.seed}")
 
+    def inspect(self, prompt: str) -> None:
+        from hellogpt.inspection import run_inspect
+
+        run_inspect(self.home, self.where.model_name, prompt, serial=self.where.serial)
+
 
 # The commands of the prompt loop: name -> usage, help, method. Add a command with one line here.
 COMMANDS: dict[str, Command] = {
@@ -297,6 +305,8 @@ COMMANDS: dict[str, Command] = {
     "/seed": Command("/seed [N|off]", "a fixed seed repeats the same text for the same prompt", App.seed),
     "/model": Command("/model [NAME] [SERIAL]", "list the models, or switch to another model or serial", App.model),
     "/info": Command("/info", "the model and the settings", App.info),
+    "/inspect": Command("/inspect PROMPT", "look inside the model on PROMPT: tokens, next-token probabilities, "
+                        "attention, logit lens, embeddings (figures and an index.html)", App.inspect),
     "/quit": Command("/quit", "exit", lambda app, v: None),  # handled by the loop; listed for /help
 }
 
@@ -346,10 +356,10 @@ def run_cli(args, home: Home) -> int:
 
 
 def val_bpb(ckpt: dict) -> float | None:
-    """The latest validation bits per byte recorded in a checkpoint's metrics, if any."""
+    """The latest validation bits per byte in a checkpoint's metrics (train.py records them), if any."""
     for entry in reversed(ckpt.get("metrics") or []):
-        if entry.get("val_bpb") is not None:
-            return float(entry["val_bpb"])
+        if entry.get("split") == "val" and entry.get("bits_per_byte") is not None:
+            return float(entry["bits_per_byte"])
     return None
 
 
