@@ -132,7 +132,7 @@ def transformers_model(vocab: int, tie: bool = True) -> GPT2LMHeadModel:
 
 @pytest.mark.parametrize("weights", ["safetensors", "old-style bin"])
 def test_import_of_a_transformers_model_computes_the_same(home, tokenizer_file, greedy, text, tmp_path, weights):
-    source = tmp_path / "gpt2-small-test"
+    source = tmp_path / "gpt2"
     theirs = transformers_model(vocab=load_tokenizer(tokenizer_file).vocab_size)
     theirs.save_pretrained(source)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token=EOT, eos_token=EOT).save_pretrained(source)
@@ -147,8 +147,8 @@ def test_import_of_a_transformers_model_computes_the_same(home, tokenizer_file, 
         result = hellogpt("import-hf", str(source), "--model-name", "gpt2", home=home)
         assert result.returncode == 0, result.stderr
         assert "hellogpt generate --model-name gpt2" in result.stdout
-    else:
-        hf.import_hf(source, home, "gpt2")
+    else:  # without --model-name: named after the folder
+        hf.run_import_cli(argparse.Namespace(dir=str(source), model_name=None), home)
     ours, tokenizer, ckpt, where = load_for_inference(home, "gpt2")  # also checks the tokenizer's fingerprint
 
     assert where.serial == 1 and ckpt["optimizer"] is None and ckpt["config"]["model_name"] == "gpt2"
@@ -168,7 +168,7 @@ def test_generate_with_an_imported_model_writes_what_transformers_writes(home, t
     theirs.save_pretrained(source)
     their_tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token=EOT, eos_token=EOT)
     their_tokenizer.save_pretrained(source)
-    assert hellogpt("import-hf", str(source), home=home).returncode == 0  # named after the folder: gpt2
+    hf.import_hf(source, home, "gpt2")
 
     prompt = "It was a dark and stormy night"
     result = hellogpt("generate", prompt, "--model-name", "gpt2", "--temperature", "0", "--max-new-tokens",
@@ -278,8 +278,7 @@ def test_import_refusals_for_missing_or_foreign_files(home, tokenizer_file, tmp_
 def test_import_refuses_an_existing_model_name(home, make_gpt, tokenizer_file, tmp_path):
     save_model(home, make_gpt(vocab_size=400, max_seq_len=CONTEXT), name="mine")
     before = (home.model_dir("mine") / "serial_1.pt").read_bytes()
-    result = hellogpt("import-hf", str(gpt2_folder(tmp_path / "src", tokenizer_file)), "--model-name", "mine",
-                      home=home)
-    assert result.returncode == 2 and "Model 'mine' already exists" in result.stderr
+    with pytest.raises(UserError, match="Model 'mine' already exists"):
+        hf.import_hf(gpt2_folder(tmp_path / "src", tokenizer_file), home, "mine")
     assert serials(home.model_dir("mine")) == [1]
     assert (home.model_dir("mine") / "serial_1.pt").read_bytes() == before

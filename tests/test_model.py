@@ -42,7 +42,7 @@ def test_attention_weights_with_a_kv_cache(make_gpt):
         assert (w_full[:, :, -1:] - w_step).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("prompt_len", [1, 7, 31, 32])  # shorter than, and equal to, the context of 32
+@pytest.mark.parametrize("prompt_len", [1, 31, 32])  # shorter than, and equal to, the context of 32
 def test_kv_cache_equals_full_recomputation(make_gpt, greedy, prompt_len):
     """At every step the cached logits equal a full pass over the (cropped) context, so greedy
     continuations are identical, also past the point where the cache fills up and is refilled."""
@@ -55,7 +55,7 @@ def test_kv_cache_equals_full_recomputation(make_gpt, greedy, prompt_len):
     assert tokens_cached == tokens_full
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(cuts=st.lists(st.integers(1, 31), max_size=5, unique=True))
 def test_prefill_in_chunks_equals_one_pass(cuts):
     """Any split of the input into chunks fed through the cache gives the one-pass logits
