@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hellogpt.corpus import BOM, clean, data_path, find_books, read_book, split_text
@@ -29,6 +29,7 @@ def test_clean_strips_only_the_parts_whose_marker_is_there():
 
 
 @given(st.lists(st.sampled_from(["\r", "\n", "*** ", "START OF", "END OF", BOM]) | st.text(max_size=4)).map("".join))
+@settings(deadline=None)  # no time limit per example: the machine may be busy
 def test_clean_changes_nothing_else(text):
     """Text without a leading BOM, CR LF pairs or marker lines comes out exactly as it went in."""
     assume(not text.startswith(BOM) and "\r\n" not in text and "*** START OF" not in text and "*** END OF" not in text)
@@ -79,6 +80,7 @@ def test_read_book_errors_name_the_file(tmp_path, content, message):
 
 
 @given(st.text(), st.floats(0.0, 0.99))
+@settings(deadline=None)
 def test_split_text_keeps_every_character_and_holds_out_the_end(text, val_fraction):
     train, val = split_text(text, val_fraction)
     assert train + val == text
