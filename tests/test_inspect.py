@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,57 +15,44 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from hellogpt.checkpoint_manager import save_checkpoint
-from hellogpt.config import Config
+from hellogpt.checkpoint_manager import load_for_inference, save_checkpoint
 from hellogpt.errors import UserError
 from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
                                  print_logit_lens, print_next_token, print_tokens, run_inspect, visible)
-from hellogpt.model import GPT, GPTConfig
+from hellogpt.model import GPT
 from hellogpt.paths import Home
-from hellogpt.tokenizer import load_tokenizer, train_bpe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MODEL = "tiny"
+MODEL = "trained"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, corpus_dir):
-    """A home with a tokenizer, one book and a tiny model trained for a few steps on it."""
-    home = Home.resolve(tmp_path_factory.mktemp("home"))
-    text = (corpus_dir / "pg1342.txt").read_text(encoding="utf-8")[2_000:42_000]  # a slice of Pride and Prejudice
-    home.data_dir.mkdir(parents=True)
-    (home.data_dir / "pride.txt").write_text(text, encoding="utf-8")
-    home.tokenizer_path.parent.mkdir(parents=True)
-    train_bpe([text], vocab_size=400, show_progress=False).save(str(home.tokenizer_path))
-    tokenizer = load_tokenizer(home.tokenizer_path)
-
+def tiny(tiny_home, tmp_path_factory):
+    """A copy of tiny_home (see conftest.py) with model 'trained': its 'tiny' trained a few steps on its
+    book, so that attention is not uniform. Returns (home, model, tokenizer)."""
+    home = Home(tmp_path_factory.mktemp("inspect") / "home")
+    shutil.copytree(tiny_home.root, home.root)
+    model, tokenizer, ckpt, _ = load_for_inference(home, "tiny")
+    tokens = torch.tensor(tokenizer.encode((home.data_dir / "pride.txt").read_text(encoding="utf-8")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small trains ten times faster without threads waiting on each other
     torch.manual_seed(0)
-    config = Config(model_name=MODEL, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, dropout=0.0)
-    model = GPT(config.model_config(tokenizer.vocab_size))
-    tokens = torch.tensor(tokenizer.encode(text))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(30):  # enough for attention patterns that are not uniform
-        starts = torch.randint(len(tokens) - 33, (16,))
-        window = torch.stack([tokens[s : s + 33] for s in starts])
+    T = model.config.max_seq_len
+    for _ in range(30):
+        starts = torch.randint(len(tokens) - T - 1, (16,))
+        window = torch.stack([tokens[s : s + T + 1] for s in starts])
         _, loss = model(window[:, :-1], window[:, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     torch.set_num_threads(threads)
-    save_checkpoint(home.model_dir(MODEL), {
-        "model": model.state_dict(),
-        "model_config": model.config.to_dict(),
-        "config": config.to_dict(),
-        "tokenizer_fingerprint": tokenizer.fingerprint,
-    })
+    save_checkpoint(home.model_dir(MODEL), {**ckpt, "model": model.state_dict(), "step": 30})
     return home, model.eval(), tokenizer
 
 
-def hellogpt(home: Home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hellogpt", "--home", str(home.root), *args],
-                          capture_output=True, text=True, timeout=120)
+def hellogpt(run_hellogpt, home: Home, *args: str):
+    return run_hellogpt("--home", home.root, *args, timeout=120)
 
 
 def quiet() -> Console:
@@ -196,7 +184,8 @@ def test_embedding_pca_keeps_a_plane_exactly(tiny):
     coords, explained = embedding_pca(model, ids)
     assert coords.shape == (50, 2)
     exact = "donot_use_mm_for_euclid_dist"
-    assert torch.allclose(torch.cdist(coords, coords, compute_mode=exact), torch.cdist(points, points, compute_mode=exact), atol=1e-4)
+    distances = [torch.cdist(p, p, compute_mode=exact) for p in (coords, points)]
+    assert torch.allclose(*distances, atol=1e-4)
     assert explained.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert explained[0] > explained[1]
 
@@ -210,15 +199,15 @@ def report_dirs(home: Home) -> list[Path]:
 
 @pytest.mark.smoke
 @pytest.mark.integration
-def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny):
+def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny, run_hellogpt):
     home, model, _ = tiny
-    first = hellogpt(home, "inspect", "Elizabeth", "--model-name", MODEL, "--top-k", "5")
+    first = hellogpt(run_hellogpt, home, "inspect", "Elizabeth", "--model-name", MODEL, "--top-k", "5")
     assert first.returncode == 0, first.stderr
     for heading in ("1. Tokenization", "2. Next token", "3. Attention", "4. Logit lens", "5. Embeddings"):
         assert heading in first.stdout
     assert "entropy" in first.stdout and "bits" in first.stdout
     (report,) = report_dirs(home)
-    assert str(report) in first.stdout.replace("\n", "")
+    assert f"Figures and index.html in {report}\n" in first.stdout
 
     pngs = sorted(report.glob("*.png"))
     expected = {f"attention_layer{n}.png" for n in range(1, model.config.n_layers + 1)}
@@ -231,7 +220,7 @@ def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny):
     assert "Elizabeth" in page
 
     before = {p.name: p.read_bytes() for p in report.iterdir()}
-    second = hellogpt(home, "inspect", "<b>Elizabeth</b> & Jane", "--model-name", MODEL)
+    second = hellogpt(run_hellogpt, home, "inspect", "<b>Elizabeth</b> & Jane", "--model-name", MODEL)
     assert second.returncode == 0, second.stderr
     assert len(report_dirs(home)) == 2
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # the first report is untouched
@@ -245,9 +234,9 @@ def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny):
     (["inspect", "", "--model-name", MODEL], "The prompt is empty"),
     (["inspect", "Elizabeth " * 40, "--model-name", MODEL], "context length"),
 ])
-def test_user_errors_give_one_clear_message(tiny, args, message):
+def test_user_errors_give_one_clear_message(tiny, run_hellogpt, args, message):
     home, _, _ = tiny
-    result = hellogpt(home, *args)
+    result = hellogpt(run_hellogpt, home, *args)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -274,3 +263,18 @@ def test_without_books_the_embedding_view_is_skipped_with_a_note(tiny, tmp_path)
     assert "Skipped" in console.file.getvalue()
     assert not (report / "embeddings.png").exists()
     assert "Skipped" in (report / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.integration
+def test_inspect_command_in_the_console_app(tiny):
+    home, _, _ = tiny
+    main = Path(__file__).resolve().parents[1] / "main.py"
+    answers = "/inspect\n/inspect Elizabeth\nX\n"
+    r = subprocess.run([sys.executable, str(main), "--home", str(home.root), "--model-name", MODEL], input=answers,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "error: The prompt is empty" in r.stdout  # a mistake at the prompt does not end the session
+    assert "4. Logit lens" in r.stdout
+    report = re.search(r"Figures and index.html in (\S+)", r.stdout).group(1)
+    assert (Path(report) / "index.html").is_file()
+    assert r.stdout.rstrip().endswith("Bye.")

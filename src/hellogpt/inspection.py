@@ -149,7 +149,8 @@ def training_tokens(home, data, tokenizer, ckpt: dict):
         path = data_path(home, data)
         tokens = prepare_tokens(home, path, tokenizer, val_fraction)
     except UserError as e:
-        return None, f"Skipped: this view picks the most frequent tokens of the training data, which is not available. {e}"
+        return None, ("Skipped: this view picks the most frequent tokens of the training data, "
+                      f"which is not available. {e}")
     note = f"Token counts from the training split of {path}."
     trained_on = ckpt.get("data_fingerprint")
     if trained_on and trained_on != tokens.fingerprint:
@@ -251,7 +252,8 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
     ids = encode_prompt(tokenizer, prompt, model.config.max_seq_len)
 
     ins = inspect(model, tokenizer, ids)
-    console.print(f"Model '{where.model_name}', serial {where.serial}: {where.path}\n", markup=False)
+    console.print(f"Model '{where.model_name}', serial {where.serial}: {where.path}\n", markup=False,
+                  soft_wrap=True)
     print_tokens(console, ins)
     print_next_token(console, ins, top_k)
     print_attention_summary(console, ins)
@@ -264,7 +266,7 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
         shown = most_frequent(train, tokenizer.vocab_size, PCA_TOKENS, tokenizer.eot_id)
         shown += [i for i in dict.fromkeys(ids) if i not in shown]  # the prompt's tokens, to find them on the map
         pca = (shown, *embedding_pca(model, shown))
-    console.print(note, markup=False)
+    console.print(note, markup=False, soft_wrap=True)
 
     base = Path(out.parent if out else home.inspect_dir(where.model_name))
     base.mkdir(parents=True, exist_ok=True)
@@ -277,7 +279,7 @@ def run_inspect(home, model_name: str, prompt: str, serial: int | None = None, t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already unless something failed half-way
     console.print(f"\nFigures and index.html in {report}\nOpen {report / 'index.html'} in a browser to see them all.",
-                  markup=False)
+                  markup=False, soft_wrap=True)  # a path cut by a line break cannot be copied
     return report
 
 

@@ -82,7 +82,8 @@ def plot_next_token(path: Path, ins: Inspection, k: int) -> None:
     ax.set_xlim(0, min(1.0, top[0][1] * 1.2))
     ax.set_xlabel("probability")
     ax.set_ylabel("next token")
-    ax.set_title(f"The {len(top)} likeliest next tokens (entropy of all {ins.probs.numel()}: {ins.entropy_bits:.2f} bits)")
+    ax.set_title(f"The {len(top)} likeliest next tokens "
+                 f"(entropy of all {ins.probs.numel()}: {ins.entropy_bits:.2f} bits)")
     fig.savefig(path, dpi=100)
 
 
@@ -149,26 +150,25 @@ def _tokens_html(ins: Inspection) -> str:
         for pos, (i, label) in enumerate(zip(ins.ids, ins.labels))
     )
     rows = "".join(
-        f"<tr><td>{pos}</td><td>{i}</td><td>{html.escape(label)}</td><td>{ins.tokenizer.token_bytes(i).hex(' ')}</td></tr>"
+        f"<tr><td>{pos}</td><td>{i}</td><td>{html.escape(label)}</td>"
+        f"<td>{ins.tokenizer.token_bytes(i).hex(' ')}</td></tr>"
         for pos, (i, label) in enumerate(zip(ins.ids, ins.labels))
     )
     return (f"<p>{spans}</p><p>␣ is a space, ↵ a newline.</p>"
             f"<table><tr><th>#</th><th>id</th><th>token</th><th>bytes</th></tr>{rows}</table>")
 
 
-def write_report(folder: Path, ins: Inspection, prompt: str, where, top_k: int, pca, pca_note: str) -> list[Path]:
-    """Draw every figure into `folder` and write index.html showing them; return the figures' paths."""
-    figures = []
+def _img(name: str) -> str:
+    return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
-    def figure(name: str) -> str:
-        figures.append(folder / name)
-        return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
+def write_report(folder: Path, ins: Inspection, prompt: str, where, top_k: int, pca, pca_note: str) -> None:
+    """Draw every figure into `folder` and write index.html, which shows them all."""
     plot_next_token(folder / "next_token.png", ins, top_k)
     attention = []
     for layer, weights in enumerate(ins.attention, start=1):
         plot_attention(folder / f"attention_layer{layer}.png", weights, ins.labels, layer)
-        attention.append(figure(f"attention_layer{layer}.png"))
+        attention.append(_img(f"attention_layer{layer}.png"))
     plot_logit_lens(folder / "logit_lens.png", ins)
     if pca is not None:
         plot_embeddings(folder / "embeddings.png", ins, *pca)
@@ -176,17 +176,17 @@ def write_report(folder: Path, ins: Inspection, prompt: str, where, top_k: int, 
     sections = [
         ("1. Tokenization", "The model never sees letters, only these tokens (hover for the id).", _tokens_html(ins)),
         ("2. Next token", "The model's probability for each possible next token; the entropy says how unsure "
-         "it is (0 bits: certain).", figure("next_token.png")),
+         "it is (0 bits: certain).", _img("next_token.png")),
         ("3. Attention", "One figure per layer, one heatmap per head. Row t shows how token t divides its "
          "attention (summing to 1) over itself and the tokens before it; grey cells are future tokens, which it "
          "may not see. The bottom row is what the last token, the one predicting the next, looks at.",
          "".join(attention)),
         ("4. Logit lens", "The residual stream of the last token after each block, read through the final "
          "LayerNorm and the head as if the model ended there: how the prediction forms block by block.",
-         figure("logit_lens.png")),
+         _img("logit_lens.png")),
         ("5. Embeddings", "Each token's embedding vector, projected onto the two directions in which the "
          "embeddings vary most (PCA). Tokens the model treats alike tend to sit close together. " + pca_note,
-         figure("embeddings.png") if pca is not None else ""),
+         _img("embeddings.png") if pca is not None else ""),
     ]
     body = "".join(f"<h2>{html.escape(h)}</h2><p>{html.escape(text)}</p>{content}" for h, text, content in sections)
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>HelloGPT inspect: {html.escape(prompt)}</title>'
@@ -194,4 +194,3 @@ def write_report(folder: Path, ins: Inspection, prompt: str, where, top_k: int, 
             f"<p>Model <b>{html.escape(where.model_name)}</b>, serial {where.serial}. Prompt:</p>"
             f'<p class="prompt">{html.escape(prompt)}</p>{body}</body></html>\n')
     (folder / "index.html").write_text(page, encoding="utf-8")
-    return figures
