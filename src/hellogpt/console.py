@@ -290,11 +290,6 @@ class App:
 
         run_inspect(self.home, self.where.model_name, prompt, serial=self.where.serial)
 
-    def inspect(self, prompt: str) -> None:
-        from hellogpt.inspection import run_inspect
-
-        run_inspect(self.home, self.where.model_name, prompt, serial=self.where.serial)
-
 
 # The commands of the prompt loop: name -> usage, help, method. Add a command with one line here.
 COMMANDS: dict[str, Command] = {
@@ -310,8 +305,6 @@ COMMANDS: dict[str, Command] = {
     "/seed": Command("/seed [N|off]", "a fixed seed repeats the same text for the same prompt", App.seed),
     "/model": Command("/model [NAME] [SERIAL]", "list the models, or switch to another model or serial", App.model),
     "/info": Command("/info", "the model and the settings", App.info),
-    "/inspect": Command("/inspect PROMPT", "look inside the model on PROMPT: tokens, next-token probabilities, "
-                        "attention, logit lens, embeddings (figures and an index.html)", App.inspect),
     "/inspect": Command("/inspect PROMPT", "look inside the model on PROMPT: tokens, next-token probabilities, "
                         "attention, logit lens, embeddings (figures and an index.html)", App.inspect),
     "/quit": Command("/quit", "exit", lambda app, v: None),  # handled by the loop; listed for /help
