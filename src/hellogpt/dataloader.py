@@ -114,12 +114,11 @@ def _build_cache(cache: Path, books: list[Path], texts: list[str], tokenizer: To
         with progress, open(tmp / "train.bin", "wb") as train_file, open(tmp / "val.bin", "wb") as val_file:
             task = progress.add_task(f"{len(books)} book(s)", total=sum(len(t.encode()) for t in texts))
             for path, text in zip(books, texts):
-                parts = split_text(text, val_fraction)
-                ids = tokenizer.encode_documents(list(parts), dtype=dtype)
-                for fh, part, part_ids in zip((train_file, val_file), parts, ids):
+                train, val = split_text(text, val_fraction)
+                train_ids, val_ids = tokenizer.encode_documents([train, val], dtype=dtype)
+                for fh, part, part_ids in ((train_file, train, train_ids), (val_file, val, val_ids)):
                     if part:  # an empty part (val_fraction 0) is no document: no <|endoftext|> either
                         fh.write(part_ids.tobytes() + eot)
-                (train, val), (train_ids, val_ids) = parts, ids
                 stats.append(BookStats(
                     name=path.name, chars=len(text), bytes=len(text.encode()),
                     train_chars=len(train), val_chars=len(val),
