@@ -135,8 +135,12 @@ class TextStream:
 class Engine:
     """A model and its tokenizer, ready to continue prompts (batch 1, KV-cached)."""
 
-    def __init__(self, model: GPT, tokenizer, device="cpu"):
+    def __init__(self, model: GPT, tokenizer, device="cpu", threads: int | None = 1):
         self.model = model.eval()
+        # CPU threads while generating. At batch 1 every matrix product is small: splitting it across
+        # cores costs more in synchronisation than it saves, and on a busy machine far more
+        # (benchmarks/generate_speed.py measures both). None: leave torch's setting alone.
+        self.threads = threads
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.context = model.config.max_seq_len
@@ -197,11 +201,8 @@ class Engine:
         self.generator.manual_seed(stats.seed)
 
         threads = torch.get_num_threads()
-        if self.device.type == "cpu":
-            # At batch 1 every matrix product is small: splitting it across cores costs more in
-            # synchronisation than it saves (and on a busy machine much more). Measured in
-            # benchmarks/generate_speed.py.
-            torch.set_num_threads(1)
+        if self.device.type == "cpu" and self.threads:
+            torch.set_num_threads(self.threads)
         try:
             started = time.perf_counter()
             logits = self._prefill(window)  # (V,)
