@@ -266,8 +266,12 @@ def test_import_refusals_for_missing_or_foreign_files(home, tokenizer_file, tmp_
     with pytest.raises(UserError, match="has no <\\|endoftext\\|> token"):
         hf.import_hf(source, home, "x")
 
-    (source / "model.safetensors").unlink()
     shutil.copyfile(tokenizer_file, source / "tokenizer.json")
+    weights = source / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    with pytest.raises(UserError, match="model.safetensors cannot be read"):
+        hf.import_hf(source, home, "x")
+    weights.unlink()
     with pytest.raises(UserError, match="No model.safetensors or pytorch_model.bin"):
         hf.import_hf(source, home, "x")
     with pytest.raises(UserError, match="No config.json"):

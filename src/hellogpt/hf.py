@@ -104,16 +104,14 @@ def gpt2_config(model: GPT, eot_id: int) -> dict:
 
 
 def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: Path) -> None:
-    """Write model and tokenizer as a GPT-2 folder that transformers loads offline."""
+    """Write model and tokenizer (the one it was trained with) as a GPT-2 folder that transformers
+    loads offline."""
     if not model.config.bias:
         raise UserError(
             "This model was trained without biases (bias = false), and GPT-2's format has no way to say "
             "so: every GPT-2 linear layer and LayerNorm has a trainable bias. Export refuses rather than "
             "write a different architecture. Train with biases (the default, --bias) to export."
         )
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise UserError(f"The tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}; "
-                        "they do not belong together. Export the model with the tokenizer it was trained with.")
     state = model.state_dict()
     tensors = {theirs: _as_gpt2(theirs, state[ours]).contiguous() for ours, theirs in tensor_names(model.config)}
     tokenizer_config = {
@@ -151,44 +149,44 @@ def run_export_cli(args, home) -> int:
 def read_gpt2_config(path: Path) -> GPTConfig:
     """A GPT-2 config.json as HelloGPT's model configuration; refuses what the model cannot compute."""
     try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
+        gpt2 = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"No config.json in {path.parent}. Point import-hf at a GPT-2 model folder, one that "
                         "holds config.json, model.safetensors (or pytorch_model.bin) and tokenizer.json.")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}). Restore the file from where the model came from.")
-    model_type = hf.get("model_type") if isinstance(hf, dict) else None
+    model_type = gpt2.get("model_type") if isinstance(gpt2, dict) else None
     if model_type != "gpt2":
         raise UserError(f"{path} describes a {model_type or 'nameless'!r} model, but HelloGPT imports only "
                         "GPT-2 models (model_type \"gpt2\"), whose architecture is its own.")
     unsupported = []
-    if hf.get("activation_function", "gelu_new") not in GELU_TANH:
-        unsupported.append(f"activation_function {hf['activation_function']!r} (HelloGPT computes gelu_new)")
-    if hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
-        unsupported.append(f"layer_norm_epsilon {hf['layer_norm_epsilon']} (HelloGPT uses 1e-05)")
-    if not hf.get("scale_attn_weights", True):
+    if gpt2.get("activation_function", "gelu_new") not in GELU_TANH:
+        unsupported.append(f"activation_function {gpt2['activation_function']!r} (HelloGPT computes gelu_new)")
+    if gpt2.get("layer_norm_epsilon", 1e-5) != 1e-5:
+        unsupported.append(f"layer_norm_epsilon {gpt2['layer_norm_epsilon']} (HelloGPT uses 1e-05)")
+    if not gpt2.get("scale_attn_weights", True):
         unsupported.append("scale_attn_weights false (HelloGPT divides scores by sqrt(head size))")
-    if hf.get("scale_attn_by_inverse_layer_idx", False):
+    if gpt2.get("scale_attn_by_inverse_layer_idx", False):
         unsupported.append("scale_attn_by_inverse_layer_idx true")
-    if hf.get("add_cross_attention", False):
+    if gpt2.get("add_cross_attention", False):
         unsupported.append("add_cross_attention true")
     if unsupported:
         raise UserError(f"{path} asks for a variant of GPT-2 that HelloGPT's model does not compute: "
                         f"{'; '.join(unsupported)}. Importing it would give different outputs, so it is refused.")
-    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in gpt2]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}, which give the model's shape. "
                         "Restore the file from where the model came from.")
     return GPTConfig(
-        vocab_size=hf["vocab_size"],
-        max_seq_len=hf["n_positions"],
-        d_model=hf["n_embd"],
-        n_layers=hf["n_layer"],
-        n_heads=hf["n_head"],
-        d_ffn=hf.get("n_inner") or 4 * hf["n_embd"],  # GPT-2's default width
-        dropout=hf.get("resid_pdrop", 0.1),
+        vocab_size=gpt2["vocab_size"],
+        max_seq_len=gpt2["n_positions"],
+        d_model=gpt2["n_embd"],
+        n_layers=gpt2["n_layer"],
+        n_heads=gpt2["n_head"],
+        d_ffn=gpt2.get("n_inner") or 4 * gpt2["n_embd"],  # GPT-2's default width
+        dropout=gpt2.get("resid_pdrop", 0.1),
         bias=True,
-        tie_embeddings=hf.get("tie_word_embeddings", True),
+        tie_embeddings=gpt2.get("tie_word_embeddings", True),
     )
 
 
