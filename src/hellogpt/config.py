@@ -106,8 +106,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                isinstance(default, (int, float)) else "S", help=f"(default: {default})")
 
 
-def load_config(config_file: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Defaults, then the TOML file, then the overrides (None values are ignored)."""
+def given_settings(config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The settings the user set: the TOML file's, then the overrides (None values are ignored), checked."""
     values: dict = {}
     if config_file:
         path = Path(config_file)
@@ -135,12 +135,22 @@ def load_config(config_file: str | Path | None = None, overrides: dict | None = 
                 f"Setting {name} = {value!r} in {config_file or 'the settings'} should be a {expected.__name__} "
                 f"(default: {by_name[name].default!r})."
             )
-    return Config(**values)
+    return values
+
+
+def load_config(config_file: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the TOML file, then the overrides (None values are ignored)."""
+    return Config(**given_settings(config_file, overrides))
+
+
+def given_settings_from_args(args: argparse.Namespace) -> dict:
+    """The settings a command line set (its --config file and flags), without the defaults."""
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
+    return given_settings(getattr(args, "config", None), overrides)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
-    return load_config(getattr(args, "config", None), overrides)
+    return Config(**given_settings_from_args(args))
 
 
 def model_name_from_args(args: argparse.Namespace) -> str:
