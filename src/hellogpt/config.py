@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from hellogpt.errors import UserError
-from hellogpt.model import GPTConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,8 +61,10 @@ class Config:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     compile: bool = False  # torch.compile the model
 
-    def model_config(self, vocab_size: int | None = None) -> GPTConfig:
-        """The model's part of the configuration (vocab_size comes from the trained tokenizer)."""
+    def model_config(self, vocab_size: int | None = None):
+        """The model's GPTConfig (vocab_size comes from the trained tokenizer)."""
+        from hellogpt.model import GPTConfig  # imports torch: only when a model is made, not for every command
+
         return GPTConfig(
             vocab_size=vocab_size or self.vocab_size,
             max_seq_len=self.max_seq_len,

@@ -460,7 +460,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     if config.compile:
         runner = torch.compile(model)
 
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    threads = torch.get_num_threads()
+    threads = f", {threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
     processes = f", {ctx.world_size} processes" if ctx.enabled else ""
     display.note(f"{'Resuming' if resume else 'Training'} '{config.model_name}' at step {step:,} on {device}"
                  f"{threads}{processes}: {raw.num_params():,} parameters, {tokens_per_step:,} tokens per step, "

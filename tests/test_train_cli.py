@@ -1,0 +1,145 @@
+"""`hellogpt train / eval / plot` as a user runs them: subprocesses, files on disk, Ctrl-C, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hellogpt.checkpoint_manager import load_checkpoint, serials
+from hellogpt.cli import main
+from hellogpt.paths import Home
+from hellogpt.tokenizer import train_tokenizer
+
+TINY = ["--d-model=32", "--n-layers=2", "--n-heads=2", "--d-ffn=64", "--max-seq-len=32", "--warmup-steps=5"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models train fastest on one thread
+
+
+@pytest.fixture(scope="module")
+def book(corpus_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("book") / "alice.txt"
+    path.write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(book, tmp_path_factory):
+    home = Home(tmp_path_factory.mktemp("tok"))
+    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
+    return home.tokenizer_path
+
+
+@pytest.fixture
+def home(tmp_path, tokenizer_file) -> Home:
+    home = Home(tmp_path / "home")
+    home.tokenizer_dir.mkdir(parents=True)
+    shutil.copy(tokenizer_file, home.tokenizer_path)
+    return home
+
+
+def records(home: Home, split: str, name: str = "hellogpt") -> list[dict]:
+    lines = (home.model_dir(name) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+@pytest.mark.smoke
+def test_train_from_nothing_then_eval_and_plot(tmp_path, book, run_hellogpt, capsys):
+    """A fresh home: --yes trains the tokenizer, then the model; eval and plot work on the result."""
+    home = Home(tmp_path)
+    out = run_hellogpt("--home", tmp_path, "train", "--data", book, "--yes", "--vocab-size=300", *TINY,
+                       "--batch-size=8", "--max-steps=12", "--eval-every=6", env=ONE_THREAD)
+    assert out.returncode == 0, out.stderr
+    model_dir = home.model_dir("hellogpt")
+    assert home.tokenizer_path.is_file() and serials(model_dir) == [1]
+    assert "Settings: model_name=hellogpt" in out.stdout  # the effective configuration
+    assert f"Checkpoint: {model_dir / 'serial_1.pt'}" in out.stdout
+    assert "bits per byte" in out.stdout
+    final = records(home, "val")[-1]
+    assert final["step"] == 12
+
+    ev = run_hellogpt("--home", tmp_path, "eval", "--data", book, "--json", env=ONE_THREAD)
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads(ev.stdout)
+    assert report["serial"] == 1 and report["split"] == "validation"
+    assert abs(report["loss"] - final["loss"]) < 1e-5
+    assert abs(report["bits_per_byte"] - final["bits_per_byte"]) < 1e-5
+    # The same entry point in this process (a subprocess per command is slow on a busy machine).
+    assert main(["--home", str(tmp_path), "eval", "--data", str(book), "--all", "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert whole["split"] == "all" and whole["tokens"] > 5 * report["tokens"]
+
+    (model_dir / "loss_curve.png").unlink()
+    assert main(["--home", str(tmp_path), "plot"]) == 0
+    assert (model_dir / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_tokenizer_and_no_way_to_ask(tmp_path, book, run_hellogpt):
+    out = run_hellogpt("--home", tmp_path, "train", "--data", book, "--max-steps=1")
+    assert out.returncode == 2
+    assert "hellogpt tokenizer train" in out.stderr and "Traceback" not in out.stderr
+    assert not Home(tmp_path).tokenizer_path.exists()
+
+
+@pytest.mark.integration
+def test_ctrl_c_saves_and_exits_130(home, book):
+    """First Ctrl-C: the step finishes, a checkpoint is saved and named, exit code 130."""
+    cmd = [sys.executable, "-m", "hellogpt", "--home", str(home.root), "train", "--data", str(book), *TINY,
+           "--batch-size=8", "--max-steps=1000000", "--eval-every=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ONE_THREAD})
+    metrics = home.model_dir("hellogpt") / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):  # training is under way
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    path = home.model_dir("hellogpt") / "serial_1.pt"
+    assert "Ctrl-C" in out and f"Checkpoint: {path}" in out and "--resume" in out
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == len(records(home, "train")) >= 3
+
+
+def test_resume_ignores_other_settings_and_continues(home, book, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    common = ["--home", str(home.root), "train", "--data", str(book), *TINY]
+    assert main([*common, "--batch-size=8", "--max-steps=4"]) == 0
+    assert main([*common, "--resume", "--batch-size=4", "--max-steps=6"]) == 0
+    assert "ignoring batch_size=4 (the checkpoint has 8)" in capsys.readouterr().out
+    assert serials(home.model_dir("hellogpt")) == [1, 2]
+    ckpt = load_checkpoint(home.model_dir("hellogpt") / "serial_2.pt")
+    assert ckpt["step"] == 6 and ckpt["config"]["batch_size"] == 8
+    assert [r["step"] for r in records(home, "train")] == list(range(1, 7))
+
+
+@pytest.mark.integration
+def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_hellogpt):
+    """2 CPU processes (gloo), each 2 micro-batches of 2 windows, train like 1 process with batches of 8:
+    each rank takes its rows of the same draw, DistributedDataParallel averages the gradients (and skips
+    the all-reduce on the first micro-batch)."""
+    homes = {}
+    for name in ("one", "two"):
+        homes[name] = Home(tmp_path / name)
+        homes[name].tokenizer_dir.mkdir(parents=True)
+        shutil.copy(tokenizer_file, homes[name].tokenizer_path)
+    args = ["train", "--data", str(book), *TINY, "--dropout=0", "--max-steps=5", "--eval-every=0"]
+    one = run_hellogpt("--home", homes["one"].root, *args, "--batch-size=8", env=ONE_THREAD)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "hellogpt", "--home", str(homes["two"].root), *args, "--batch-size=2",
+                          "--grad-accum=2"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert two.returncode == 0, two.stderr
+    assert "2 processes" in two.stdout and two.stdout.count("Settings:") == 1  # rank 0 alone speaks
+    a, b = records(homes["one"], "train"), records(homes["two"], "train")
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-5
+    assert abs(records(homes["one"], "val")[-1]["loss"] - records(homes["two"], "val")[-1]["loss"]) <= 1e-5
+    assert serials(homes["two"].model_dir("hellogpt")) == [1]
