@@ -215,7 +215,7 @@ class Engine:
                     seen[next_id] = True
                 window.append(token)
                 if len(window) > self.context:  # the window is full: keep its last half, refill the cache
-                    window = window[-(self.context // 2):]
+                    window = window[-max(1, self.context // 2):]
                     logits = self._prefill(window)
                 else:
                     logits = self.model(next_id.view(1, 1), kv_cache=self.cache)[0][0, -1]  # (V,)
