@@ -207,8 +207,8 @@ class App:
     def generate(self, prompt: str) -> None:
         out = sys.stdout
         bold, plain = ("\033[1m", "\033[0m") if out.isatty() else ("", "")
-        out.write(f"{bold}{prompt}{plain}")
         try:
+            out.write(f"{bold}{prompt}{plain}")
             for piece in self.engine.stream(prompt, self.settings):
                 out.write(piece)
                 out.flush()
