@@ -32,8 +32,6 @@ BUDGET = 2.5
 
 
 def make_home(root: Path) -> None:
-    import torch
-
     from hellogpt.checkpoint_manager import save_checkpoint
     from hellogpt.config import Config
     from hellogpt.model import GPT

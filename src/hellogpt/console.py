@@ -66,7 +66,7 @@ def ask(question: str, assume_yes: bool) -> bool:
         print("Please answer y (yes) or n (no).")
 
 
-def ensure_books(home: Home, args, config: Config) -> Path:
+def ensure_books(home: Home, args) -> Path:
     """Step 1: the books to learn from, downloading the default set if data/ has none."""
     from hellogpt.corpus import data_path, find_books
 
@@ -114,7 +114,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
     from hellogpt.train import check_settings, plan_for, train
 
     check_settings(config)  # a bad setting is reported now, not after the questions
-    books = ensure_books(home, args, config)
+    books = ensure_books(home, args)
     tokenizer = ensure_tokenizer(home, args, config, books)
     data = prepare_tokens(home, books, tokenizer, config.val_fraction)
     params = GPT(config.model_config(tokenizer.vocab_size)).num_params()
