@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hellogpt.dataloader import num_windows, sequential_batches
 from hellogpt.device import autocast
@@ -70,8 +69,8 @@ def evaluate(model, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int
         if i % world_size != rank:
             continue
         with autocast(device):
-            logits, _ = model(x)  # (B, T, V)
-        nll += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+            _, loss = model(x, y, return_logits=False)  # mean over the B x T targets, no (B, T, V) logits held
+        nll += loss.item() * y.numel()
         n_tokens += y.numel()
         n_bytes += int(byte_lengths[y].sum())
     model.train(was_training)

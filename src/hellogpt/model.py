@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hellogpt.errors import UserError
+from hellogpt.loss import linear_cross_entropy
 
 
 @dataclass
@@ -184,10 +185,13 @@ class GPT(nn.Module):
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
 
-    def forward(self, idx, targets=None, kv_cache: KVCache | None = None, return_weights=False):
+    def forward(self, idx, targets=None, kv_cache: KVCache | None = None, return_weights=False,
+                return_logits=True):
         """idx: (B, T) token ids. Returns logits (B, T, V) and, with targets (B, T), the mean
         cross-entropy loss (else None). With return_weights, also a list of each layer's attention
-        weights (B, H, T, past + T). With kv_cache, idx continues the tokens cached so far."""
+        weights (B, H, T, past + T). With kv_cache, idx continues the tokens cached so far.
+        With targets and return_logits=False (training), logits is None and the loss is computed
+        without ever holding all (B, T, V) logits: less memory, less time (see loss.py)."""
         B, T = idx.shape
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.max_seq_len:
@@ -207,6 +211,8 @@ class GPT(nn.Module):
             kv_cache.pos += T
         x = self.ln_f(x)  # 4. (B, T, C)
 
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(x, self.head.weight, targets)  # 5. and the loss, together
         logits = self.head(x)  # 5. (B, T, V)
         loss = None
         if targets is not None:

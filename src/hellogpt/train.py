@@ -517,7 +517,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             last = micro == config.grad_accum - 1
             with contextlib.nullcontext() if last or not ctx.enabled else model.no_sync():
                 with autocast(device):
-                    _, loss = runner(x, y)
+                    _, loss = runner(x, y, return_logits=False)  # the chunked head and loss (loss.py)
                 (loss / config.grad_accum).backward()
             loss_sum += loss.detach()
         if config.grad_clip > 0:
