@@ -48,7 +48,7 @@ def plot_attention(path: Path, weights: torch.Tensor, labels: list[str], layer: 
     rows = math.ceil(H / cols)
     panel = min(8.0, max(2.6, 1.2 + 0.16 * min(T, MAX_TICK_LABELS)))  # inches per heatmap
     fontsize = 8 if T <= 20 else 7
-    fig = _figure(cols * panel + 1.0, rows * panel + 0.9)
+    fig = _figure(cols * panel + 1.0, rows * (panel + 1.0) + 0.6)  # + room for titles and rotated labels
     axes = fig.subplots(rows, cols, squeeze=False).flat
     cmap = colormaps["viridis"].with_extremes(bad="0.88")  # grey: a future token, never looked at
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
@@ -59,7 +59,8 @@ def plot_attention(path: Path, weights: torch.Tensor, labels: list[str], layer: 
             ax.set_axis_off()
             continue
         used.append(ax)
-        image = ax.imshow(np.ma.masked_array(weights[h].numpy(), mask=future), cmap=cmap, vmin=0, vmax=1)
+        image = ax.imshow(np.ma.masked_array(weights[h].numpy(), mask=future), cmap=cmap, vmin=0, vmax=1,
+                          aspect="auto")  # fill the panel: the layout, not the cells, decides its shape
         ax.set_title(f"head {h + 1}")
         ax.set_xticks(positions, ticks, rotation=90, fontsize=fontsize)
         ax.set_yticks(positions, ticks if h % cols == 0 else [], fontsize=fontsize)
