@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from hellogpt import inspection
 from hellogpt.checkpoint_manager import load_for_inference, save_checkpoint
 from hellogpt.errors import UserError
 from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
@@ -220,11 +221,10 @@ def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny, run_hellogpt):
     assert "Elizabeth" in page
 
     before = {p.name: p.read_bytes() for p in report.iterdir()}
-    second = hellogpt(run_hellogpt, home, "inspect", "<b>Elizabeth</b> & Jane", "--model-name", MODEL)
-    assert second.returncode == 0, second.stderr
-    assert len(report_dirs(home)) == 2
+    second = run_inspect(home, MODEL, "<b>Elizabeth</b> & Jane", console=quiet())
+    assert report_dirs(home) == [report, second]
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # the first report is untouched
-    page = (report_dirs(home)[1] / "index.html").read_text(encoding="utf-8")
+    page = (second / "index.html").read_text(encoding="utf-8")
     assert "&lt;b&gt;Elizabeth&lt;/b&gt; &amp; Jane" in page and "<b>Elizabeth</b>" not in page
 
 
@@ -240,6 +240,18 @@ def test_user_errors_give_one_clear_message(tiny, run_hellogpt, args, message):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reports_made_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(inspection.time, "strftime", lambda _format: "20250101-120000")
+    made = []
+    for n in range(3):
+        finished = tmp_path / f".tmp-{n}"
+        finished.mkdir()
+        (finished / "index.html").write_text(str(n))
+        made.append(inspection._publish(finished, None, tmp_path))
+    assert [p.name for p in made] == ["20250101-120000", "20250101-120000-2", "20250101-120000-3"]
+    assert [(p / "index.html").read_text() for p in made] == ["0", "1", "2"]
 
 
 @pytest.mark.integration

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hellogpt.checkpoint_manager import Located
 from hellogpt.inspection import LENS_TOP, Inspection
 
 MAX_TICK_LABELS = 40  # beyond this many tokens, heatmaps label every n-th one so that labels never overlap
@@ -163,8 +164,11 @@ def _img(name: str) -> str:
     return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
 
-def write_report(folder: Path, ins: Inspection, prompt: str, where, top_k: int, pca, pca_note: str) -> None:
-    """Draw every figure into `folder` and write index.html, which shows them all."""
+def write_report(folder: Path, ins: Inspection, prompt: str, where: Located, top_k: int,
+                 pca: tuple[list[int], torch.Tensor, torch.Tensor] | None, pca_note: str) -> None:
+    """Draw every figure into `folder` and write index.html, which shows them all.
+
+    pca: the token ids, their (N, 2) coordinates and the variance explained (see embedding_pca), or None."""
     plot_next_token(folder / "next_token.png", ins, top_k)
     attention = []
     for layer, weights in enumerate(ins.attention, start=1):
