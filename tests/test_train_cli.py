@@ -79,6 +79,24 @@ def test_train_from_nothing_then_eval_and_plot(tmp_path, book, run_hellogpt, cap
     assert (model_dir / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.smoke
+def test_on_a_terminal_it_asks_then_shows_a_live_bar(tmp_path, book):
+    import pexpect
+
+    cmd = [sys.executable, "-m", "hellogpt", "--home", str(tmp_path), "train", "--data", str(book),
+           "--vocab-size=300", *TINY, "--batch-size=8", "--max-steps=5"]
+    child = pexpect.spawn(cmd[0], cmd[1:], encoding="utf-8", timeout=120, dimensions=(30, 200),
+                          env={**os.environ, **ONE_THREAD})
+    child.expect_exact("[Y/n]")
+    child.sendline("")  # Enter: yes, train the tokenizer
+    child.expect_exact("step 5/5")
+    child.expect_exact("Checkpoint:")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert serials(Home(tmp_path).model_dir("hellogpt")) == [1]
+
+
 def test_no_tokenizer_and_no_way_to_ask(tmp_path, book, run_hellogpt):
     out = run_hellogpt("--home", tmp_path, "train", "--data", book, "--max-steps=1")
     assert out.returncode == 2

@@ -26,6 +26,7 @@ Under torchrun, each process trains on its share of every batch with Distributed
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -254,11 +255,15 @@ class LiveBar(LogLines):
 
 
 class StopRequest:
-    """First Ctrl-C: ask the loop to stop after the current step (it then saves). Second: abort at once."""
+    """First Ctrl-C: ask the loop to stop after the current step (it then saves). Second: abort at once.
 
-    def __init__(self, display):
-        self.display = display
+    Under torchrun, a terminal's Ctrl-C reaches each process twice, from the terminal and relayed by
+    torchrun a moment later: a second SIGINT within `grace` seconds of the first counts as the same one."""
+
+    def __init__(self, display, grace: float = 0.0):
+        self.display, self.grace = display, grace
         self.requested = False
+        self.first = 0.0
         self.previous = None
 
     def __enter__(self):
@@ -267,9 +272,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and time.monotonic() - self.first > self.grace:
             raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:
+            return
+        self.requested, self.first = True, time.monotonic()
         self.display.note("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again aborts at once).")
 
     def __exit__(self, *exc):
@@ -508,23 +515,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             raise UserError(f"Could not save a checkpoint in {model_dir} ({e.strerror or e}). Free some disk "
                             "space or fix the folder's permissions, then run again with --resume.")
 
-    def train_step(runner) -> float:
-        """One optimizer step; returns this rank's mean loss over its micro-batches."""
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(config.grad_accum):
-            x, y = batches.next()  # (B, T) each
-            # Gradients are averaged across ranks only after the last micro-batch.
-            last = micro == config.grad_accum - 1
-            with contextlib.nullcontext() if last or not ctx.enabled else model.no_sync():
-                with autocast(device):
-                    _, loss = runner(x, y, return_logits=False)  # the chunked head and loss (loss.py)
-                (loss / config.grad_accum).backward()
-            loss_sum += loss.detach()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss_sum.item() / config.grad_accum
+    train_step = functools.partial(optimizer_step, model=model, optimizer=optimizer, next_batch=batches.next,
+                                   grad_accum=config.grad_accum, grad_clip=config.grad_clip, device=device)
 
     session_start_step, train_seconds, last_eval, saved = step, 0.0, None, None
     interrupted = False
@@ -533,7 +525,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     lr = learning_rate(config, step, plan.progress(step, elapsed))
     loop_start = time.perf_counter()
     try:
-        with StopRequest(display) as stop:
+        with StopRequest(display, grace=1.0 if ctx.enabled else 0.0) as stop:
             while plan.progress(step, elapsed) < 1.0:
                 lr = learning_rate(config, step, plan.progress(step, elapsed))
                 for group in optimizer.param_groups:
@@ -584,6 +576,28 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
         plot = plot_loss_curve(metrics.history, model_dir / PLOT_FILE, f"HelloGPT '{config.model_name}'")
         print_summary(console, result, config, plot)
     return result
+
+
+def optimizer_step(runner, model, optimizer, next_batch, grad_accum: int, grad_clip: float, device) -> float:
+    """One optimizer step (see the top of this file); returns this process's mean loss over its micro-batches.
+
+    runner computes the loss: the model, or its torch.compile'd form. model is the module itself, plain or
+    DistributedDataParallel, whose no_sync() skips averaging gradients across processes until the last
+    micro-batch. next_batch() gives (x, y), (B, T) each."""
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(grad_accum):
+        x, y = next_batch()
+        sync = micro == grad_accum - 1 or not isinstance(model, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with autocast(device):
+                _, loss = runner(x, y, return_logits=False)  # the chunked head and loss (loss.py)
+            (loss / grad_accum).backward()  # gradients add up over the micro-batches
+        loss_sum += loss.detach()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum.item() / grad_accum
 
 
 def first_compiled_step(train_step, runner, model, batches, display):

@@ -1,0 +1,157 @@
+"""Training speed: ms per step, tokens/s and model FLOPs utilisation (MFU) of HelloGPT's training step.
+
+    python benchmarks/train_speed.py                 # both models, HelloGPT's step
+    python benchmarks/train_speed.py --ablation      # also the textbook step, to see what each change brings
+
+MFU is the model's training FLOPs per second (GPT.flops_per_token x tokens/s) over the machine's
+measured float32 matmul peak (the best of several 2048 x 2048 matmuls on all threads). The two
+models are those of issue 4, dropout 0:
+
+    (a) 4 layers, 4 heads, d_model 256, d_ffn 1024, context 128, vocabulary 8000, batch 32
+    (b) 4 layers, 4 heads, d_model 128, d_ffn 512, context 64, vocabulary 65, batch 12
+
+and nanoGPT's own implementation of them trains at about 1290 ms and 55 ms per step on this 2-core
+machine class (issue 4's reference, taken on a quiet machine). Batches are random windows of a random
+token array, cut as in training (dataloader.get_batch). Prints a table and writes benchmarks/out/train_speed.json.
+The load average is recorded with the numbers: on a busy machine wall times are inflated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hellogpt.config import Config
+from hellogpt.dataloader import get_batch
+from hellogpt.model import GPT, GPTConfig
+from hellogpt.train import make_optimizer, optimizer_step
+
+MODELS = {
+    "a": (GPTConfig(vocab_size=8000, max_seq_len=128, d_model=256, n_layers=4, n_heads=4, d_ffn=1024, dropout=0.0),
+          32, 1290.0),
+    "b": (GPTConfig(vocab_size=65, max_seq_len=64, d_model=128, n_layers=4, n_heads=4, d_ffn=512, dropout=0.0),
+          12, 55.0),
+}
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
+    """FLOP/s of the fastest of `repeats` n x n float32 matmuls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = min(_timed(lambda: a @ b)[0] for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def textbook_step(model, optimizer, next_batch):
+    """The step as most tutorials write it: full logits into F.cross_entropy, the default AdamW."""
+    x, y = next_batch()
+    logits, _ = model(x)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
+    cfg, batch_size, reference_ms = MODELS[key]
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 1_000_000, dtype=np.uint16)
+    generator = torch.Generator().manual_seed(0)
+
+    def next_batch():
+        return get_batch(tokens, batch_size, cfg.max_seq_len, generator)
+
+    if variant == "hellogpt":
+        optimizer = make_optimizer(model, Config(), torch.device("cpu"))
+        runner = torch.compile(model) if compile_model else model
+
+        def step():
+            optimizer_step(runner, model, optimizer, next_batch, 1, 1.0, torch.device("cpu"))
+    else:
+        fused = variant == "textbook+fused_adamw"
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused or None)
+
+        def step():
+            textbook_step(model, optimizer, next_batch)
+
+    first = _timed(step)[0]  # with --compile, this is when compiling happens
+    for _ in range(2):
+        step()
+    timings = [_timed(step) for _ in range(steps)]
+    ms = statistics.median(t[0] for t in timings) * 1000
+    cpu_ms = statistics.median(t[1] for t in timings) * 1000
+    tokens_per_step = batch_size * cfg.max_seq_len
+    return {
+        "model": key, "variant": variant + ("+compile" if compile_model else ""), "steps": steps,
+        "ms_per_step": ms, "best_ms_per_step": min(t[0] for t in timings) * 1000, "cpu_ms_per_step": cpu_ms,
+        "tokens_per_s": tokens_per_step / ms * 1000, "first_step_s": first,
+        "flops_per_token": model.flops_per_token(), "reference_ms_per_step": reference_ms,
+        "speedup_vs_reference": reference_ms / ms,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="a,b", help="which of a, b (default: both)")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps per model (default: 10 for a, 40 for b)")
+    parser.add_argument("--ablation", action="store_true", help="also time the textbook step, with and without "
+                        "fused AdamW")
+    parser.add_argument("--compile", action="store_true", help="also time HelloGPT's step under torch.compile")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
+    parser.add_argument("--out", type=Path, default=OUT / "train_speed.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    load_before = os.getloadavg()
+    peak = matmul_peak()
+    variants = (["textbook", "textbook+fused_adamw"] if args.ablation else []) + ["hellogpt"]
+    rows = []
+    for key in args.models.split(","):
+        steps = args.steps or (10 if key == "a" else 40)
+        for variant in variants:
+            rows.append(measure(key, variant, steps, compile_model=False))
+        if args.compile:
+            rows.append(measure(key, "hellogpt", steps, compile_model=True))
+    for row in rows:
+        row["mfu"] = row["flops_per_token"] * row["tokens_per_s"] / peak
+
+    print(f"fp32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads; "
+          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    header = f"{'model':5} {'variant':28} {'ms/step':>9} {'best':>8} {'cpu ms':>8} {'tokens/s':>9} {'MFU':>6} " \
+             f"{'vs nanoGPT':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:5} {r['variant']:28} {r['ms_per_step']:9.1f} {r['best_ms_per_step']:8.1f} "
+              f"{r['cpu_ms_per_step']:8.1f} {r['tokens_per_s']:9,.0f} {r['mfu']:6.1%} {r['speedup_vs_reference']:9.2f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "matmul_peak_flops": peak,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows,
+    }, indent=2))
+    print(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
