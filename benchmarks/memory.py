@@ -50,8 +50,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as home:
         common = ["--home", home, "--data", str(args.corpus)]
-        for name, command in [("tokenizer train", ["tokenizer", "train"]), ("data info (token cache)", ["data", "info"]),
-                              (f"train {args.steps} steps", ["train", f"--max-steps={args.steps}"])]:
+        steps = [("tokenizer train", ["tokenizer", "train"]), ("data info (token cache)", ["data", "info"]),
+                 (f"train {args.steps} steps", ["train", f"--max-steps={args.steps}"])]
+        for name, command in steps:
             mb, seconds = peak_rss_mb(command + common)
             rows.append({"step": name, "peak_rss_mb": mb, "seconds": seconds})
 

@@ -142,7 +142,8 @@ def main() -> None:
     print("-" * len(header))
     for r in rows:
         print(f"{r['model']:5} {r['variant']:28} {r['ms_per_step']:9.1f} {r['best_ms_per_step']:8.1f} "
-              f"{r['cpu_ms_per_step']:8.1f} {r['tokens_per_s']:9,.0f} {r['mfu']:6.1%} {r['speedup_vs_reference']:9.2f}x")
+              f"{r['cpu_ms_per_step']:8.1f} {r['tokens_per_s']:9,.0f} {r['mfu']:6.1%} "
+              f"{r['speedup_vs_reference']:9.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

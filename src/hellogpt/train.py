@@ -420,15 +420,20 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
         ckpt_path = locate(home.checkpoints_dir, config.model_name).path
         ckpt = load_checkpoint(ckpt_path)
         config = resumed_config(Config.from_dict(ckpt["config"]), config, given, display.note)
-    elif serials(model_dir) and ctx.is_main:
-        display.note(f"Model '{config.model_name}' already has checkpoints (serials {', '.join(map(str, serials(model_dir)))}"
-                     f"). This run starts a new model from step 0 and saves it as the next serial; use --resume to "
-                     "continue the latest one instead, or --model-name to keep the runs apart.")
+    elif serials(model_dir):
+        display.note(f"Model '{config.model_name}' already has checkpoints (serials "
+                     f"{', '.join(map(str, serials(model_dir)))}). This run starts a new model from step 0 and saves "
+                     "it as the next serial; use --resume to continue the latest one instead, or --model-name to "
+                     "keep the runs apart.")
     check_settings(config)
 
     tokenizer = ensure_tokenizer(home, config, data_path, yes, ctx)
     if ckpt is not None:
         check_tokenizer(ckpt, tokenizer, ckpt_path)
+    elif tokenizer.vocab_size != config.vocab_size:
+        display.note(f"The tokenizer has a vocabulary of {tokenizer.vocab_size:,} (vocab_size {config.vocab_size:,} "
+                     "applies when a tokenizer is trained); the model uses the tokenizer's.")
+        config = replace(config, vocab_size=tokenizer.vocab_size)
     if not ctx.is_local_main:
         distributed.barrier(ctx)  # let the first rank on this machine build the token cache
     data: TokenData = prepare_tokens(home, data_path, tokenizer, config.val_fraction, show_progress=ctx.is_main)
@@ -548,8 +553,9 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
                                 "elapsed": elapsed, "lr": lr, "loss": loss, "tokens_per_s": rate})
                 progress = plan.progress(step, elapsed)
                 session_progress = progress - plan.progress(session_start_step, elapsed_before)
-                eta = (elapsed - elapsed_before) * (1 - progress) / session_progress if session_progress > 0 else None
-                display.update(Status(step, plan.total_steps, epoch, loss, last_eval.loss if last_eval else None, rate, progress, eta))
+                eta = (elapsed - elapsed_before) * (1 - progress) / session_progress if session_progress else None
+                display.update(Status(step, plan.total_steps, epoch, loss, last_eval.loss if last_eval else None,
+                                      rate, progress, eta))
                 if stops:
                     interrupted = True
                     break
@@ -607,8 +613,8 @@ def first_compiled_step(train_step, runner, model, batches, display):
     try:
         return train_step(runner), runner
     except Exception as e:  # compilers fail in many ways (no C++ compiler, unsupported op, ...)
-        display.note(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                     "training without it.")
+        reason = str(e).splitlines()[0] if str(e) else ""
+        display.note(f"warning: torch.compile failed ({type(e).__name__}: {reason}); training without it.")
         torch.set_rng_state(rng)
         batches.generator.set_state(batch_rng)
         model.zero_grad(set_to_none=True)
