@@ -240,11 +240,19 @@ class LiveBar(LogLines):
     def update(self, s: Status) -> None:
         if self.bar is None:
             from rich.progress import BarColumn, Progress, TextColumn
+            from rich.table import Column
 
-            self.bar = Progress(BarColumn(), TextColumn("{task.fields[text]}"), console=self.console)
+            self.bar = Progress(BarColumn(bar_width=16, table_column=Column(min_width=16)),
+                                TextColumn("{task.fields[text]}", table_column=Column(no_wrap=True)),
+                                console=self.console)
             self.task = self.bar.add_task("train", total=1.0, text="")
             self.bar.start()
-        self.bar.update(self.task, completed=s.progress, text=self.line(s))
+        # The most telling first: a narrow terminal cuts the end of the line.
+        total = f"/{s.total_steps:,}" if s.total_steps else ""
+        val = f"  val {s.val_loss:.4f}" if s.val_loss is not None else ""
+        eta = f"  ETA {_duration(s.eta)}" if s.eta is not None else ""
+        text = f"step {s.step:,}{total}  loss {s.loss:.4f}{val}{eta}  {s.tokens_per_s:,.0f} tok/s  epoch {s.epoch:.2f}"
+        self.bar.update(self.task, completed=s.progress, text=text)
 
     def close(self) -> None:
         if self.bar is not None:
