@@ -161,3 +161,22 @@ def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_he
     assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-5
     assert abs(records(homes["one"], "val")[-1]["loss"] - records(homes["two"], "val")[-1]["loss"]) <= 1e-5
     assert serials(homes["two"].model_dir("hellogpt")) == [1]
+
+
+def test_settings_file_and_flags(home, book, tmp_path, capsys, monkeypatch):
+    """Defaults, then the TOML file, then the flags: the checkpoint stores the result."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings = tmp_path / "tiny.toml"
+    settings.write_text('model_name = "from-toml"\nd_model = 32\nn_layers = 2\nn_heads = 2\nd_ffn = 64\n'
+                        "max_seq_len = 32\nbatch_size = 8\nmax_steps = 50\nlr = 3e-3\n")
+    assert main(["--home", str(home.root), "train", "--data", str(book), "--config", str(settings),
+                 "--max-steps=3", "--eval-every=0"]) == 0
+    config = load_checkpoint(home.model_dir("from-toml") / "serial_1.pt")["config"]
+    assert (config["d_model"], config["lr"], config["max_steps"]) == (32, 3e-3, 3)
+    assert "Settings: model_name=from-toml" in capsys.readouterr().out
+
+
+def test_plot_without_metrics_says_what_to_do(tmp_path, capsys):
+    assert main(["--home", str(tmp_path), "plot", "--model-name", "nothing"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.jsonl" in err and "hellogpt train" in err
