@@ -11,6 +11,8 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hellogpt.checkpoint_manager import SERIAL_RE, TMP_PREFIX, load_checkpoint, save_checkpoint, serials
 from hellogpt.errors import UserError
@@ -94,14 +96,12 @@ def test_two_writers_at_once_get_distinct_serials(tmp_path):
     assert sorted(check_whole(model_dir)) == [(w, i) for w in "ab" for i in range(1, 6)]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "not_a_checkpoint"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "not_a_checkpoint"])
 def test_a_damaged_checkpoint_gives_a_clear_error(tmp_path, damage):
     path = save_checkpoint(tmp_path, {"model": {"w": torch.ones(1000)}, "model_config": {}})
     data = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
-    elif damage == "garbage":
-        path.write_bytes(os.urandom(len(data)))
     elif damage == "empty":
         path.write_bytes(b"")
     else:
@@ -110,4 +110,24 @@ def test_a_damaged_checkpoint_gives_a_clear_error(tmp_path, damage):
     with pytest.raises(UserError) as e:
         load_checkpoint(path)
     assert str(path) in str(e.value)
-    assert "traceback" not in str(e.value).lower()
+
+
+@settings(max_examples=150, deadline=None)
+@given(start=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."]),
+       rest=st.binary(max_size=300), flip=st.integers(0, 10**6))
+def test_any_damaged_bytes_give_a_clear_error(tmp_path_factory, start, rest, flip):
+    """Random bytes, or a real checkpoint with a byte changed: loading either never raises anything but UserError
+    (torch.load alone raises IndexError, KeyError, ... on such bytes)."""
+    folder = tmp_path_factory.mktemp("damaged")
+    path = folder / "serial_1.pt"
+    path.write_bytes(start + rest)
+    with pytest.raises(UserError, match="truncated or corrupt|not a HelloGPT checkpoint"):
+        load_checkpoint(path)
+    real = bytearray(save_checkpoint(folder, {"model": {"w": torch.ones(8)}, "model_config": {}}).read_bytes())
+    real[flip % len(real)] ^= 0xFF
+    path.write_bytes(bytes(real))
+    try:
+        ckpt = load_checkpoint(path)  # a changed byte in the tensor data still loads
+    except UserError:
+        return
+    assert set(ckpt) == {"model", "model_config"}

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import re
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +100,12 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise UserError(f"Checkpoint {path} does not exist. `hellogpt info` lists the models and serials there are.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        with warnings.catch_warnings():  # a damaged file can also make torch warn (say, of a strange protocol)
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as e:  # damaged bytes make torch.load raise almost anything (IndexError, KeyError, ...)
         raise UserError(
             f"Checkpoint {path} is truncated or corrupt and cannot be loaded ({type(e).__name__}). "
             "Delete it (or pick another with --serial); earlier serials are unaffected."
