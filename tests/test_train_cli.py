@@ -180,3 +180,16 @@ def test_plot_without_metrics_says_what_to_do(tmp_path, capsys):
     assert main(["--home", str(tmp_path), "plot", "--model-name", "nothing"]) == 2
     err = capsys.readouterr().err
     assert "metrics.jsonl" in err and "hellogpt train" in err
+
+
+def test_resume_and_eval_name_a_corrupt_checkpoint(home, book, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    common = ["--home", str(home.root), "--data", str(book)]
+    assert main([*common, "train", *TINY, "--batch-size=8", "--max-steps=2", "--eval-every=0"]) == 0
+    path = home.model_dir("hellogpt") / "serial_1.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    capsys.readouterr()
+    for command in (["train", "--resume"], ["eval"]):
+        assert main([*common, *command]) == 2
+        err = capsys.readouterr().err
+        assert f"Checkpoint {path} is truncated or corrupt" in err and "Traceback" not in err
