@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.loss import LinearCrossEntropy
+from hellogpt.loss import LinearCrossEntropy, linear_cross_entropy
 
 
 @settings(max_examples=30, deadline=None)
@@ -19,7 +19,7 @@ def test_equals_the_plain_loss_and_gradients(n, vocab, rows, seed):
     t = torch.randint(0, vocab, (n,))
     plain = F.cross_entropy(x @ w.t(), t)
     gx, gw = torch.autograd.grad(plain * 2.5, (x, w))  # an upstream gradient other than 1
-    chunked = LinearCrossEntropy.apply(x, w, t, rows)
+    chunked = LinearCrossEntropy.apply(x, w, t, rows, True)
     cx, cw = torch.autograd.grad(chunked * 2.5, (x, w))
     torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cx, gx, rtol=1e-4, atol=1e-5)
@@ -43,8 +43,15 @@ def test_the_model_trains_alike_either_way(make_gpt):
         torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_no_gradients_when_none_are_needed():
-    x, w, t = torch.randn(5, 4), torch.randn(7, 4), torch.randint(0, 7, (5,))
+def test_no_gradient_work_under_no_grad(monkeypatch):
+    """Evaluation (torch.no_grad) computes the loss only, though the weights require gradients."""
+    x, w, t = torch.randn(5, 4), torch.randn(7, 4, requires_grad=True), torch.randint(0, 7, (5,))
+    calls = []
+    addmm_ = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda *a, **k: calls.append(1) or addmm_(*a, **k))
     with torch.no_grad():
-        loss = LinearCrossEntropy.apply(x, w, t, 2)
+        loss = linear_cross_entropy(x, w, t)
     torch.testing.assert_close(loss, F.cross_entropy(x @ w.t(), t))
+    assert calls == []
+    linear_cross_entropy(x, w, t).backward()
+    assert calls and w.grad is not None

@@ -27,8 +27,9 @@ CHUNK_ELEMENTS = 1 << 22  # logits per chunk: 4M floats, 16 MB
 
 class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, targets, rows):  # x (N, C), weight (V, C), targets (N,)
-        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    def forward(ctx, x, weight, targets, rows, grad_enabled):  # x (N, C), weight (V, C), targets (N,)
+        # Gradients only when a backward pass can follow (not under torch.no_grad, as in evaluation).
+        need_dx, need_dw = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         dx = torch.empty_like(x) if need_dx else None
         dw = torch.zeros_like(weight) if need_dw else None
         loss_sum = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -54,7 +55,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         dx, dw = ctx.saved_tensors
         scale = grad_loss / ctx.n  # the loss is the mean over the N rows
-        return (dx * scale if dx is not None else None), (dw * scale if dw is not None else None), None, None
+        return (dx * scale if dx is not None else None), (dw * scale if dw is not None else None), None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,4 +63,5 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     chunk by chunk (see the module docstring)."""
     V = weight.size(0)
     rows = max(1, CHUNK_ELEMENTS // V)
-    return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), rows)
+    return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), rows,
+                                    torch.is_grad_enabled())
