@@ -204,7 +204,10 @@ def test_time_budget_ends_the_run(make_home, book):
     records = read_metrics(home)
     assert not result.interrupted and result.steps == len(records) > 1
     assert records[-2]["elapsed"] < 1.5 <= load_checkpoint(result.checkpoint)["elapsed"]
-    assert records[-1]["lr"] == pytest.approx(1e-4, rel=0.05)  # the schedule followed the clock to its end
+    # The schedule followed the clock: the learning rate fell as the time ran out (warm-up is 5 steps).
+    lrs = [r["lr"] for r in records[5:]]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] <= learning_rate(tiny_config(), 10**6, progress=0.75)
 
 
 @pytest.mark.parametrize("bad, match", [({"batch_size": 0}, "batch_size"), ({"epochs": 0.0}, "epochs"),
