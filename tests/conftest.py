@@ -119,3 +119,22 @@ def tiny_home(tmp_path_factory, corpus_dir):
         "metrics": [{"split": "val", "step": 0, "loss": 4.2, "bits_per_byte": 7.5}],
     })
     return home
+
+
+@pytest.fixture(scope="session")
+def book(corpus_dir, tmp_path_factory):
+    """The first 60,000 characters of Alice in Wonderland, as a book of its own."""
+    path = tmp_path_factory.mktemp("book") / "alice.txt"
+    path.write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_file(book, tmp_path_factory):
+    """A 300-token tokenizer trained on `book`, for tiny training runs."""
+    from hellogpt.paths import Home
+    from hellogpt.tokenizer import train_tokenizer
+
+    home = Home(tmp_path_factory.mktemp("tok"))
+    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
+    return home.tokenizer_path

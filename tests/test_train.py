@@ -32,21 +32,6 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="session")
-def book(corpus_dir, tmp_path_factory):
-    """The first 60,000 characters of Alice in Wonderland, as a book of its own."""
-    path = tmp_path_factory.mktemp("book") / "alice.txt"
-    path.write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="session")
-def tokenizer_file(book, tmp_path_factory):
-    home = Home(tmp_path_factory.mktemp("tok"))
-    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
-    return home.tokenizer_path
-
-
 @pytest.fixture
 def make_home(tmp_path, tokenizer_file):
     """make_home(name) -> a Home holding the shared tiny tokenizer."""

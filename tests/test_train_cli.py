@@ -15,24 +15,9 @@ import pytest
 from hellogpt.checkpoint_manager import load_checkpoint, serials
 from hellogpt.cli import main
 from hellogpt.paths import Home
-from hellogpt.tokenizer import train_tokenizer
 
 TINY = ["--d-model=32", "--n-layers=2", "--n-heads=2", "--d-ffn=64", "--max-seq-len=32", "--warmup-steps=5"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models train fastest on one thread
-
-
-@pytest.fixture(scope="module")
-def book(corpus_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("book") / "alice.txt"
-    path.write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(book, tmp_path_factory):
-    home = Home(tmp_path_factory.mktemp("tok"))
-    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
-    return home.tokenizer_path
 
 
 @pytest.fixture
