@@ -407,7 +407,11 @@ def train(config: Config, home: Home, data_path: Path, resume: bool = False, giv
     device = pick_device(config.device)
     ctx = distributed.init(device)
     try:
-        return _train(config, home, Path(data_path), resume, given, yes, display, device, ctx)
+        result = _train(config, home, Path(data_path), resume, given, yes, display, device, ctx)
+        # Wait until rank 0 has written its files: a rank that tears gloo down while a peer is still
+        # connected can abort the process ("terminate called without an active exception").
+        distributed.barrier(ctx)
+        return result
     finally:
         distributed.shutdown()
 
