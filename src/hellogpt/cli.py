@@ -49,11 +49,12 @@ def _add_model_selector(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=50, metavar="K", help="sample among the K likeliest (0: off)")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling (1.0: off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="1.0: off")
+    # Defaults live in engine.Settings alone; an unset flag (None) keeps the Settings default.
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens to generate (default: 200)")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest; 0: off (default: 50)")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling; 1.0: off (default: 0.95)")
+    p.add_argument("--repetition-penalty", type=float, metavar="R", help="1.0: off (default: 1.0)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
 

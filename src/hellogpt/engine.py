@@ -255,15 +255,10 @@ def sample(logits: torch.Tensor, settings: Settings, seen: torch.Tensor, generat
 
 
 def settings_from_args(args) -> Settings:
-    return Settings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        stop=tuple(args.stop),
-        seed=args.seed,
-    )
+    """The flags the user gave; the rest keep Settings' defaults."""
+    given = {name: getattr(args, name) for name in ("max_new_tokens", "temperature", "top_k", "top_p",
+                                                    "repetition_penalty", "seed")}
+    return Settings(stop=tuple(args.stop), **{k: v for k, v in given.items() if v is not None})
 
 
 def load_engine(home, model_name: str, serial: int | None = None) -> tuple[Engine, dict, object]:
