@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from hellogpt.config import Config
 from hellogpt.dataloader import get_batch
 from hellogpt.model import GPT, GPTConfig
-from hellogpt.train import make_optimizer, optimizer_step
+from hellogpt.optimizer import make_optimizer
+from hellogpt.train import optimizer_step
 
 MODELS = {
     "a": (GPTConfig(vocab_size=8000, max_seq_len=128, d_model=256, n_layers=4, n_heads=4, d_ffn=1024, dropout=0.0),
@@ -81,7 +82,8 @@ def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
         return get_batch(tokens, batch_size, cfg.max_seq_len, generator)
 
     if variant == "hellogpt":
-        optimizer = make_optimizer(model, Config(), torch.device("cpu"))
+        # AdamW, as nanoGPT's reference: the same update, so the step times compare the code alone.
+        optimizer = make_optimizer(model, Config(optimizer="adamw"), torch.device("cpu"))
         runner = torch.compile(model) if compile_model else model
 
         def step():

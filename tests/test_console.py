@@ -195,7 +195,7 @@ def test_new_user_through_piped_answers(tmp_path, mirror):
     out = r.stdout
     assert len(list(home.data_dir.glob("pg*.txt"))) == 8 and home.tokenizer_path.is_file()
     assert (home.model_dir("hellogpt") / "serial_1.pt").is_file()
-    for insight in ("epochs", "batch size", "learning rate", "dropout", "clipping threshold", "tokens",
+    for insight in ("run length", "optimizer", "batch size", "learning rate", "dropout", "clipping threshold", "tokens",
                     "training samples", "validation samples"):
         assert insight in out
     assert "bits per byte" in out  # training reported its validation

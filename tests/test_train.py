@@ -18,7 +18,7 @@ from hellogpt.evaluate import evaluate
 from hellogpt.paths import Home
 from hellogpt.plots import METRICS_FILE, PLOT_FILE
 from hellogpt.tokenizer import load_tokenizer, train_tokenizer
-from hellogpt.train import LogLines, Plan, learning_rate, train
+from hellogpt.train import LogLines, Plan, lr_factor, train
 
 # A model small enough for a test to train it for 40 steps in about a second.
 TINY = dict(vocab_size=300, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, batch_size=8,
@@ -170,12 +170,12 @@ def test_compile_failure_falls_back_to_the_same_training(make_home, book, monkey
 
 
 def test_schedule():
-    config = Config(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert learning_rate(config, 0, 0.0) == pytest.approx(1e-4)  # warm-up: 1/10 of the peak at the first step
-    assert learning_rate(config, 9, 0.0) == pytest.approx(1e-3)
-    assert learning_rate(config, 50, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
-    assert learning_rate(config, 99, 1.0) == pytest.approx(1e-4)  # the cosine ends at lr x min_lr_ratio
-    steps = [learning_rate(config, s, s / 100) for s in range(10, 100)]
+    config = Config(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(config, 0, 0.0) == pytest.approx(0.1)  # warm-up: 1/10 of the peak at the first step
+    assert lr_factor(config, 9, 0.0) == pytest.approx(1.0)
+    assert lr_factor(config, 50, 0.5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(config, 99, 1.0) == pytest.approx(0.1)  # the cosine ends at peak x min_lr_ratio
+    steps = [lr_factor(config, s, s / 100) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(steps, steps[1:]))
     # The first limit reached decides; a time budget follows the elapsed time.
     assert Plan(total_steps=100).progress(25, 999.0) == 0.25
@@ -192,10 +192,10 @@ def test_time_budget_ends_the_run(make_home, book):
     # The schedule followed the clock: the learning rate fell as the time ran out (warm-up is 5 steps).
     lrs = [r["lr"] for r in records[5:]]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    assert lrs[-1] <= learning_rate(tiny_config(), 10**6, progress=0.75)
+    assert lrs[-1] <= tiny_config().lr * lr_factor(tiny_config(), 10**6, progress=0.75)
 
 
-@pytest.mark.parametrize("bad, match", [({"batch_size": 0}, "batch_size"), ({"epochs": 0.0}, "epochs"),
+@pytest.mark.parametrize("bad, match", [({"batch_size": 0}, "batch_size"), ({"epochs": -1.0}, "epochs"),
                                         ({"dropout": 1.0}, "dropout")])
 def test_bad_settings_are_refused(make_home, book, bad, match):
     with pytest.raises(UserError, match=match):

@@ -126,7 +126,9 @@ def test_resume_ignores_other_settings_and_continues(home, book, capsys, monkeyp
 def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_hellogpt):
     """2 CPU processes (gloo), each 2 micro-batches of 2 windows, train like 1 process with batches of 8:
     each rank takes its rows of the same draw, DistributedDataParallel averages the gradients (and skips
-    the all-reduce on the first micro-batch)."""
+    the all-reduce on the first micro-batch). Up to 1e-4: Muon orthogonalises in bfloat16, which turns
+    the float rounding of a different summation order into a few 1e-5 of loss (a wrong share of the
+    batch or a missing average would differ by 1e-2 and more)."""
     homes = {}
     for name in ("one", "two"):
         homes[name] = Home(tmp_path / name)
@@ -144,8 +146,8 @@ def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_he
     assert "2 processes" in two.stdout and two.stdout.count("Settings:") == 1, output  # rank 0 alone speaks
     a, b = records(homes["one"], "train"), records(homes["two"], "train")
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
-    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-5, (a, b)
-    assert abs(records(homes["one"], "val")[-1]["loss"] - records(homes["two"], "val")[-1]["loss"]) <= 1e-5
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-4, (a, b)
+    assert abs(records(homes["one"], "val")[-1]["loss"] - records(homes["two"], "val")[-1]["loss"]) <= 1e-4
     assert serials(homes["two"].model_dir("hellogpt")) == [1]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,37 +30,51 @@ class Config:
     model_name: str = "hellogpt"  # checkpoints: artifacts/checkpoints/<model_name>/
 
     # --- tokenizer and data ---
-    vocab_size: int = 8000  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    vocab_size: int = 1024  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
     # --- model (see model.py) ---
-    max_seq_len: int = 128  # context length
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ffn: int = 1024
-    dropout: float = 0.1
+    size: int = 4  # one dial for the fields below that are 0: see size_settings()
+    max_seq_len: int = 0  # context length
+    d_model: int = 0
+    n_layers: int = 0
+    n_heads: int = 0
+    d_ffn: int = 0
+    dropout: float = 0.0  # two minutes on one book is too short for dropout to pay off (it slows learning)
     bias: bool = True
     tie_embeddings: bool = True
 
     # --- training ---
     batch_size: int = 32
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak learning rate
-    min_lr_ratio: float = 0.1  # the cosine decays to lr x min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.1  # on weight matrices only
+    optimizer: str = "muon"  # muon: Muon for the blocks' weight matrices, AdamW for the rest; adamw: AdamW for all
+    lr: float = 0.0  # AdamW's peak learning rate (0: from size)
+    muon_lr: float = 0.02  # Muon's peak learning rate
+    min_lr_ratio: float = 0.0  # the cosine decays to lr x min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.05  # on weight matrices only
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    epochs: float = 1.0  # passes over the training tokens (used when neither max_steps nor time is set)
-    max_steps: int = 0  # 0: decided by epochs or time
-    time: float = 0.0  # seconds of training; 0: decided by epochs or max_steps
+    # The run length: the first limit reached ends the run (0: no such limit). With none set, two minutes.
+    time: float = 0.0  # seconds of training, evaluations included
+    epochs: float = 0.0  # passes over the training tokens
+    max_steps: int = 0  # optimizer steps
     eval_every: int = 200  # steps between validation runs
     save_every: int = 0  # steps between checkpoints (0: only at the end and on Ctrl-C)
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     compile: bool = False  # torch.compile the model
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise UserError(f"Setting size = {self.size!r} is out of range: it must be 1 or more (4 is the "
+                            "two-minute model). Fix --size or the config file.")
+        for name, value in size_settings(self.size).items():
+            if not getattr(self, name):
+                setattr(self, name, value)
+        if not (self.time or self.epochs or self.max_steps):
+            self.time = DEFAULT_TIME
 
     def model_config(self, vocab_size: int | None = None):
         """The model's GPTConfig (vocab_size comes from the trained tokenizer)."""
@@ -87,6 +102,21 @@ class Config:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def size_settings(size: int) -> dict:
+    """The model's shape and AdamW's learning rate for --size N, one consistent family (as nanochat's depth):
+    N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 8 N tokens,
+    and the learning rate falling as 1 / sqrt(width). Size 4 (0.9 M parameters, context 32) is the
+    two-minute model of benchmarks/quality.py: on one book in two minutes of a 2-core CPU, a bigger or
+    longer-context model sees too few tokens to catch up (benchmarks/RESULTS.md)."""
+    return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=8 * size,
+                lr=3e-3 * math.sqrt(4 / size))
+
+
+OPTIMIZERS = ("muon", "adamw")
+RUN_LENGTH = ("time", "epochs", "max_steps")
+DEFAULT_TIME = 120.0  # seconds: the two-minute model
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -99,12 +129,18 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "model_name":
             continue  # every command that takes it declares --model-name itself
         default = f.default
-        if isinstance(default, bool):
+        shown = "from --size" if f.name in size_settings(1) else default
+        if f.name == "time":
+            shown = f"{DEFAULT_TIME:g} when neither --epochs nor --max-steps is given"
+        if f.name == "optimizer":
+            group.add_argument(_flag(f.name), dest=f.name, default=None, choices=OPTIMIZERS,
+                               help=f"(default: {default})")
+        elif isinstance(default, bool):
             group.add_argument(_flag(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
                                help=f"(default: {default})")
         else:
             group.add_argument(_flag(f.name), dest=f.name, default=None, type=type(default), metavar="N" if
-                               isinstance(default, (int, float)) else "S", help=f"(default: {default})")
+                               isinstance(default, (int, float)) else "S", help=f"(default: {shown})")
 
 
 def given_settings(config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -136,6 +172,9 @@ def given_settings(config_file: str | Path | None = None, overrides: dict | None
                 f"Setting {name} = {value!r} in {config_file or 'the settings'} should be a {expected.__name__} "
                 f"(default: {by_name[name].default!r})."
             )
+    if values.get("optimizer", "muon") not in OPTIMIZERS:
+        raise UserError(f"Setting optimizer = {values['optimizer']!r} in {config_file or 'the settings'} is not "
+                        f"one of {', '.join(OPTIMIZERS)}.")
     return values
 
 

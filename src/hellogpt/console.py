@@ -126,13 +126,15 @@ def ensure_model(home: Home, args, config: Config) -> None:
     table.add_column(justify="right")
     table.add_column()
     rows = [
-        ("model", f"{params:,}", f"parameters: {config.n_layers} layers, {config.n_heads} heads, d_model "
-                                 f"{config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
-        ("epochs", f"{config.epochs:g}", "passes over the training tokens" +
-         (" (--max-steps or --time decides instead)" if config.max_steps or config.time else "")),
-        ("run length", plan.describe(), "optimizer steps or seconds, whichever ends first"),
+        ("model", f"{params:,}", f"parameters (size {config.size}): {config.n_layers} layers, {config.n_heads} "
+                                 f"heads, d_model {config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
+        ("run length", plan.describe(), "of training (--time, --max-steps or --epochs; the first reached ends it)"),
         ("batch size", f"{config.batch_size}", f"windows of {T} tokens per step"),
-        ("learning rate", f"{config.lr:g}", f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
+        ("optimizer", config.optimizer, "Muon for the blocks' weight matrices, AdamW for the rest"
+         if config.optimizer == "muon" else "AdamW for every parameter"),
+        ("learning rate", f"{config.muon_lr:g} / {config.lr:g}" if config.optimizer == "muon" else f"{config.lr:g}",
+         ("Muon / AdamW " if config.optimizer == "muon" else "") +
+         f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
         ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
         ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm"),
         ("books", f"{len(data.books)}", f"in {books}"),
@@ -145,7 +147,8 @@ def ensure_model(home: Home, args, config: Config) -> None:
         table.add_row(*row)
     print()
     Console().print(table)
-    print("Change any of these with flags (e.g. `python main.py --epochs 2`) or a TOML file (--config FILE).")
+    print("Change any of these with flags (e.g. `python main.py --time 300` or `--size 6`) or a TOML file "
+          "(--config FILE).")
     if not ask(f"Train '{config.model_name}' now? (Ctrl-C stops and saves)", args.yes):
         raise Declined(f"Train it with `hellogpt train --model-name {config.model_name}`, then run me again.")
     train(config, home, books, yes=bool(args.yes))  # a Ctrl-C saves, and the prompt loop uses what was saved

@@ -6,8 +6,8 @@ One optimizer step, as in nanoGPT:
         loss = model(x, y) / grad_accum       mean cross-entropy of the next-token predictions
         loss.backward()                       gradients add up over the micro-batches
     clip the gradients' global norm to grad_clip
-    set the learning rate: linear warm-up, then cosine decay over the run
-    AdamW step, gradients cleared
+    set the learning rates: linear warm-up, then cosine decay over the run
+    optimizer step (Muon for the blocks' weight matrices, AdamW for the rest: optimizer.py), gradients cleared
 
 The run's length is a plan: --max-steps N, --time SECONDS or --epochs E (passes over the
 training tokens, the default); with several given, the first limit reached ends it. The
@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hellogpt import distributed
 from hellogpt.checkpoint_manager import (build_model, check_tokenizer, load_checkpoint, locate, save_checkpoint,
                                          serials, tokenizer_path_for)
-from hellogpt.config import Config, given_settings_from_args
+from hellogpt.config import RUN_LENGTH, Config, given_settings_from_args
 from hellogpt.corpus import data_path as books_path
 from hellogpt.dataloader import TokenData, get_batch, num_windows, prepare_tokens
 from hellogpt.device import autocast, pick_device, setup_device
@@ -50,10 +50,10 @@ from hellogpt.errors import UserError
 from hellogpt.evaluate import EvalResult, evaluate
 from hellogpt.fileio import atomic_path
 from hellogpt.model import GPT
+from hellogpt.optimizer import has_muon, make_optimizer
 from hellogpt.paths import Home
 from hellogpt.plots import METRICS_FILE, PLOT_FILE, plot_loss_curve
 
-RUN_LENGTH = ("epochs", "max_steps", "time")
 # --resume takes these from the command line when given; every other setting comes from the checkpoint.
 SESSION_SETTINGS = RUN_LENGTH + ("eval_every", "save_every")
 MACHINE_SETTINGS = ("device", "compile")  # this machine's: always from the command line (or the defaults)
@@ -104,12 +104,13 @@ def plan_for(config: Config, train_tokens: int, tokens_per_step: int) -> Plan:
     return Plan(total_steps=max(1, math.ceil(config.epochs * train_tokens / tokens_per_step)))
 
 
-def learning_rate(config: Config, step: int, progress: float) -> float:
-    """Linear warm-up over the first warmup_steps, times a cosine from lr down to lr x min_lr_ratio
-    over the run's progress (0 to 1). One formula for step and time budgets."""
+def lr_factor(config: Config, step: int, progress: float) -> float:
+    """The learning rates' share of their peak: a linear warm-up over the first warmup_steps, times a
+    cosine from 1 down to min_lr_ratio over the run's progress (0 to 1). One formula for step and time
+    budgets, and for both optimizers (Muon's peak is muon_lr, AdamW's is lr)."""
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return config.lr * warmup * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+    return warmup * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
 def check_settings(config: Config) -> None:
@@ -118,6 +119,7 @@ def check_settings(config: Config) -> None:
         ("batch_size", config.batch_size >= 1, "at least 1"),
         ("grad_accum", config.grad_accum >= 1, "at least 1"),
         ("lr", config.lr > 0, "positive"),
+        ("muon_lr", config.muon_lr > 0, "positive"),
         ("min_lr_ratio", 0 <= config.min_lr_ratio <= 1, "from 0 to 1"),
         ("warmup_steps", config.warmup_steps >= 0, "0 or more"),
         ("weight_decay", config.weight_decay >= 0, "0 or more"),
@@ -125,8 +127,7 @@ def check_settings(config: Config) -> None:
         ("dropout", 0 <= config.dropout < 1, "from 0 up to, not including, 1"),
         ("max_steps", config.max_steps >= 0, "0 (no step limit) or more"),
         ("time", config.time >= 0, "0 (no time limit) or more"),
-        ("epochs", config.epochs > 0 or config.max_steps > 0 or config.time > 0,
-         "positive (or give --max-steps or --time)"),
+        ("epochs", config.epochs >= 0, "0 (no epoch limit) or more"),
         ("eval_every", config.eval_every >= 0, "0 (only at the end) or more"),
         ("save_every", config.save_every >= 0, "0 (only at the end) or more"),
         ("max_seq_len", config.max_seq_len >= 1, "at least 1"),
@@ -135,24 +136,6 @@ def check_settings(config: Config) -> None:
         if not ok:
             raise UserError(f"Setting {name} = {getattr(config, name)!r} is out of range: it must be {want}. "
                             f"Fix --{name.replace('_', '-')} or the config file.")
-
-
-# --- the optimizer ---
-
-
-def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on the weight matrices (and embeddings) only, not on biases and LayerNorm
-    gains. The fused implementation (one kernel for all parameters) where this build has it."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # no fused kernel for this device in this build
-        return torch.optim.AdamW(groups, **kwargs)
 
 
 # --- batches ---
@@ -368,7 +351,8 @@ def resumed_plan(ckpt: dict, config: Config, given: dict, train_tokens: int, tok
     plan's end is extended by its length once more (another N steps, T seconds or E epochs)."""
     step, elapsed = ckpt["step"], ckpt.get("elapsed", 0.0)
     asked = plan_for(config, train_tokens, tokens_per_step)
-    plan = asked if any(k in given for k in RUN_LENGTH) else Plan(**ckpt["scheduler"]["plan"])
+    stored = (ckpt.get("scheduler") or {}).get("plan")  # imported weights (hf.py) have none
+    plan = asked if any(k in given for k in RUN_LENGTH) or stored is None else Plan(**stored)
     if plan.progress(step, elapsed) < 1.0:
         return plan
     extended = Plan(step + asked.total_steps if asked.total_steps else 0,
@@ -464,13 +448,20 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     raw = build_model(ckpt) if ckpt is not None else GPT(config.model_config(tokenizer.vocab_size))
     raw.to(device)
     optimizer = make_optimizer(raw, config, device)
+    if config.optimizer == "muon" and not has_muon():
+        display.note(f"This PyTorch ({torch.__version__}) has no torch.optim.Muon (it came in 2.9): training with "
+                     "AdamW alone, which learns more slowly. Upgrade PyTorch for the full recipe.")
     T = raw.config.max_seq_len
     batches = Batches(data.train, config.batch_size, T, ctx, device, seed=config.seed)
     torch.manual_seed(config.seed + ctx.rank)  # dropout: each rank its own masks
     tokens_per_step = config.batch_size * T * config.grad_accum * ctx.world_size
     step, elapsed_before, history = 0, 0.0, []
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"] or {})
+        except (KeyError, ValueError):  # imported weights (hf.py) or another optimizer: nothing to continue
+            display.note(f"{ckpt_path} has no state for the {config.optimizer} optimizer; it starts afresh "
+                         "(the first steps may move the weights more than an uninterrupted run would).")
         restore_rng(ckpt["rng"], batches.generator, device, ctx)
         step, elapsed_before, history = ckpt["step"], ckpt.get("elapsed", 0.0), ckpt.get("metrics", [])
         plan = resumed_plan(ckpt, config, given, len(data.train), tokens_per_step, display.note)
@@ -514,7 +505,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             "model_config": raw.config.to_dict(),
             "config": config.to_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": {"plan": {"total_steps": plan.total_steps, "time": plan.time}, "lr": lr},
+            "scheduler": {"plan": {"total_steps": plan.total_steps, "time": plan.time}, "lr_factor": factor},
             "step": step,
             "epoch": step * tokens_per_step / len(data.train),
             "tokens_seen": step * tokens_per_step,
@@ -539,14 +530,13 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     interrupted = False
     rate = 0.0  # tokens/s, smoothed
     elapsed = elapsed_before
-    lr = learning_rate(config, step, plan.progress(step, elapsed))
+    factor = lr_factor(config, step, plan.progress(step, elapsed))
     loop_start = time.perf_counter()
     try:
         with StopRequest(display, grace=1.0 if ctx.enabled else 0.0) as stop:
             while plan.progress(step, elapsed) < 1.0:
-                lr = learning_rate(config, step, plan.progress(step, elapsed))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                factor = lr_factor(config, step, plan.progress(step, elapsed))
+                optimizer.set_lr(factor)
                 t0 = time.perf_counter()
                 if runner is not model and step == session_start_step:
                     loss, runner = first_compiled_step(train_step, runner, model, batches, display)
@@ -562,7 +552,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
                 elapsed = elapsed_before + time.perf_counter() - loop_start
                 epoch = step * tokens_per_step / len(data.train)
                 metrics.append({"split": "train", "step": step, "epoch": epoch, "tokens": step * tokens_per_step,
-                                "elapsed": elapsed, "lr": lr, "loss": loss, "tokens_per_s": rate})
+                                "elapsed": elapsed, "lr": config.lr * factor, "loss": loss, "tokens_per_s": rate})
                 progress = plan.progress(step, elapsed)
                 session_progress = progress - plan.progress(session_start_step, elapsed_before)
                 eta = (elapsed - elapsed_before) * (1 - progress) / session_progress if session_progress else None
