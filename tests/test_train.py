@@ -239,3 +239,24 @@ def test_gradient_accumulation_equals_the_bigger_batch(make_home, book):
     a, b = read_metrics(big), read_metrics(accumulated)
     assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-5
     assert a[-1]["tokens"] == b[-1]["tokens"] == 5 * 8 * 32
+
+
+def test_the_kept_model_is_the_weights_average(make_home, book):
+    """From halfway on, the checkpoint's "model" is the moving average of the trained weights (which it
+    keeps as "live" to resume), and the reported validation is the average's; ema_decay 0 turns it off."""
+    from hellogpt.checkpoint_manager import build_model
+    from hellogpt.dataloader import prepare_tokens
+
+    home, plain = make_home("averaged"), make_home("plain")
+    result = train(tiny_config(max_steps=20, eval_every=0), home, book)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["averaged_steps"] == 11  # after steps 10 to 20: progress 0.5 to 1
+    assert not torch.equal(ckpt["model"]["blocks.0.mlp.fc.weight"], ckpt["live"]["blocks.0.mlp.fc.weight"])
+    tokenizer = load_tokenizer(home.tokenizer_path)
+    val = prepare_tokens(home, book, tokenizer, 0.1, show_progress=False).val
+    assert evaluate(build_model(ckpt).eval(), val, tokenizer, 32, 8).loss == pytest.approx(result.val_loss, rel=1e-6)
+
+    off = load_checkpoint(train(tiny_config(max_steps=20, eval_every=0, ema_decay=0.0), plain, book).checkpoint)
+    assert "live" not in off and "averaged_steps" not in off
+    # Averaging watches the training without changing it.
+    assert torch.equal(off["model"]["blocks.0.mlp.fc.weight"], ckpt["live"]["blocks.0.mlp.fc.weight"])

@@ -56,6 +56,7 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    ema_decay: float = 0.995  # keep an average of the weights from halfway on (averaging.py); 0: off
     # The run length: the first limit reached ends the run (0: no such limit). With none set, two minutes.
     time: float = 0.0  # seconds of training, evaluations included
     epochs: float = 0.0  # passes over the training tokens

@@ -8,6 +8,7 @@ One optimizer step, as in nanoGPT:
     clip the gradients' global norm to grad_clip
     set the learning rates: linear warm-up, then cosine decay over the run
     optimizer step (Muon for the blocks' weight matrices, AdamW for the rest: optimizer.py), gradients cleared
+    from halfway on, fold the weights into their moving average, the model we keep (averaging.py)
 
 The run's length is a plan: --max-steps N, --time SECONDS or --epochs E (passes over the
 training tokens, the default); with several given, the first limit reached ends it. The
@@ -40,6 +41,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from hellogpt import distributed
+from hellogpt.averaging import WeightAverage
 from hellogpt.checkpoint_manager import (build_model, check_tokenizer, load_checkpoint, locate, save_checkpoint,
                                          serials, tokenizer_path_for)
 from hellogpt.config import RUN_LENGTH, Config, given_settings_from_args
@@ -124,6 +126,7 @@ def check_settings(config: Config) -> None:
         ("warmup_steps", config.warmup_steps >= 0, "0 or more"),
         ("weight_decay", config.weight_decay >= 0, "0 or more"),
         ("grad_clip", config.grad_clip >= 0, "0 (off) or more"),
+        ("ema_decay", 0 <= config.ema_decay < 1, "from 0 (off) up to, not including, 1"),
         ("dropout", 0 <= config.dropout < 1, "from 0 up to, not including, 1"),
         ("max_steps", config.max_steps >= 0, "0 (no step limit) or more"),
         ("time", config.time >= 0, "0 (no time limit) or more"),
@@ -447,6 +450,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     torch.manual_seed(config.seed)
     raw = build_model(ckpt) if ckpt is not None else GPT(config.model_config(tokenizer.vocab_size))
     raw.to(device)
+    averaged = WeightAverage(raw, config.ema_decay)
     optimizer = make_optimizer(raw, config, device)
     if config.optimizer == "muon" and not has_muon():
         display.note(f"This PyTorch ({torch.__version__}) has no torch.optim.Muon (it came in 2.9): training with "
@@ -457,6 +461,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     tokens_per_step = config.batch_size * T * config.grad_accum * ctx.world_size
     step, elapsed_before, history = 0, 0.0, []
     if ckpt is not None:
+        averaged.restore(ckpt)
         try:
             optimizer.load_state_dict(ckpt["optimizer"] or {})
         except (KeyError, ValueError):  # imported weights (hf.py) or another optimizer: nothing to continue
@@ -490,7 +495,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     metrics = MetricsLog(model_dir / METRICS_FILE if ctx.is_main else None, history)
 
     def run_eval() -> EvalResult:
-        local = evaluate(raw, data.val, tokenizer, T, config.batch_size, device, ctx.rank, ctx.world_size)
+        local = evaluate(averaged.current(), data.val, tokenizer, T, config.batch_size, device, ctx.rank, ctx.world_size)
         nll, n_tokens, n_bytes = distributed.all_sum([local.nll, local.tokens, local.bytes], ctx, device)
         result = EvalResult(nll, int(n_tokens), int(n_bytes))
         metrics.append({"split": "val", "step": step, "loss": result.loss, "perplexity": result.perplexity,
@@ -501,7 +506,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
 
     def save() -> Path | None:
         payload = {
-            "model": raw.state_dict(),
+            **averaged.checkpoint(),  # "model": the weights to keep (and "live" ones to resume)
             "model_config": raw.config.to_dict(),
             "config": config.to_dict(),
             "optimizer": optimizer.state_dict(),
@@ -554,6 +559,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
                 metrics.append({"split": "train", "step": step, "epoch": epoch, "tokens": step * tokens_per_step,
                                 "elapsed": elapsed, "lr": config.lr * factor, "loss": loss, "tokens_per_s": rate})
                 progress = plan.progress(step, elapsed)
+                averaged.update(progress)
                 session_progress = progress - plan.progress(session_start_step, elapsed_before)
                 eta = (elapsed - elapsed_before) * (1 - progress) / session_progress if session_progress else None
                 display.update(Status(step, plan.total_steps, epoch, loss, last_eval.loss if last_eval else None,
