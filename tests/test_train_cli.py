@@ -181,3 +181,17 @@ def test_resume_and_eval_name_a_corrupt_checkpoint(home, book, capsys, monkeypat
         assert main([*common, *command]) == 2
         err = capsys.readouterr().err
         assert f"Checkpoint {path} is truncated or corrupt" in err and "Traceback" not in err
+
+
+def test_settings_before_the_command_count():
+    """`hellogpt --time 60 train` is `hellogpt train --time 60`; after the command wins when both are given."""
+    from hellogpt.cli import build_parser
+    from hellogpt.config import given_settings_from_args
+
+    def given(*argv):
+        return given_settings_from_args(build_parser().parse_args(argv))
+
+    assert given("--time", "60", "--size", "6", "train") == given("train", "--time", "60", "--size", "6") \
+        == {"time": 60.0, "size": 6}
+    assert given("--time", "5", "train", "--time", "60") == {"time": 60.0}
+    assert given("train") == {}

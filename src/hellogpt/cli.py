@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")
     train.add_argument("--resume", action="store_true", help="continue from the latest serial")
-    add_config_flags(train)
+    add_config_flags(train, unset=argparse.SUPPRESS)  # `hellogpt --time 60 train` = `hellogpt train --time 60`
 
     ev = add(sub, "eval", help="validation loss, perplexity and bits per byte of a checkpoint")
     _add_model_selector(ev)

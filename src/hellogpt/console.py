@@ -136,7 +136,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
          ("Muon / AdamW " if config.optimizer == "muon" else "") +
          f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
         ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
-        ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm"),
+        ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm (0: no clipping)"),
         ("books", f"{len(data.books)}", f"in {books}"),
         ("tokens", f"{len(data.train) + len(data.val):,}", f"train {len(data.train):,}, validation {len(data.val):,} "
                                                            f"(the last {config.val_fraction:.0%} of each book)"),
