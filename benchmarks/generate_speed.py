@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_models import SEED_MODEL
 
 from hellogpt.config import Config
 from hellogpt.engine import Engine, Settings
@@ -45,14 +46,14 @@ GREEDY = dict(temperature=0.0)
 
 
 def model_and_tokenizer(args) -> tuple[GPT, Tokenizer, str]:
-    """A trained checkpoint when --model-name is given, else the default size with fresh weights."""
+    """A trained checkpoint when --model-name is given, else the seed's size with fresh weights."""
     if args.model_name:
         from hellogpt.checkpoint_manager import load_for_inference
         from hellogpt.paths import Home
 
         model, tokenizer, _, where = load_for_inference(Home.resolve(args.home), args.model_name)
         return model, tokenizer, f"{where.path}"
-    config = Config()
+    config = Config(**SEED_MODEL)
     with tempfile.TemporaryDirectory() as tmp:  # a real 8000-token BPE, so streaming does real work
         text = (CORPUS / "pg1342.txt").read_text(encoding="utf-8")
         path = Path(tmp) / "tokenizer.json"
@@ -60,7 +61,7 @@ def model_and_tokenizer(args) -> tuple[GPT, Tokenizer, str]:
         tokenizer = load_tokenizer(path)
     torch.manual_seed(0)
     model = GPT(config.model_config(tokenizer.vocab_size)).eval()
-    return model, tokenizer, "fresh weights, default size"
+    return model, tokenizer, "fresh weights, the seed's size"
 
 
 def hf_model(model: GPT, tokenizer: Tokenizer):

@@ -5,9 +5,9 @@
 In a temporary home, each step runs as its own process and its peak RSS is read from the
 kernel's accounting of that process (os.wait4), so the figures do not mix:
 
-    1. hellogpt tokenizer train      (the default vocabulary of 8000, on all eight books)
+    1. hellogpt tokenizer train      (vocabulary 8000, on all eight books)
     2. hellogpt data info            (tokenizes the books into the memory-mapped cache)
-    3. hellogpt train --max-steps N  (the default model and batch, evaluations included)
+    3. hellogpt train --max-steps N  (the seed's model of bench_models.py, batch 32, evaluations included)
 
 Prints a table and writes benchmarks/out/memory.json.
 """
@@ -23,6 +23,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench_models import SEED_MODEL, as_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -50,13 +52,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as home:
         common = ["--home", home, "--data", str(args.corpus)]
-        steps = [("tokenizer train", ["tokenizer", "train"]), ("data info (token cache)", ["data", "info"]),
-                 (f"train {args.steps} steps", ["train", f"--max-steps={args.steps}"])]
+        vocab = f"--vocab-size={SEED_MODEL['vocab_size']}"
+        steps = [("tokenizer train", ["tokenizer", "train", vocab]), ("data info (token cache)", ["data", "info"]),
+                 (f"train {args.steps} steps", ["train", f"--max-steps={args.steps}", *as_flags(SEED_MODEL)])]
         for name, command in steps:
             mb, seconds = peak_rss_mb(command + common)
             rows.append({"step": name, "peak_rss_mb": mb, "seconds": seconds})
 
-    print(f"Peak RSS on {args.corpus} ({len(list(args.corpus.glob('*.txt')))} books), default settings:")
+    books = len(list(args.corpus.glob("*.txt")))
+    print(f"Peak RSS on {args.corpus} ({books} books), the seed's model (bench_models.py):")
     for r in rows:
         print(f"  {r['step']:28} {r['peak_rss_mb']:8.0f} MB  {r['seconds']:6.1f} s")
     training = rows[-1]["peak_rss_mb"]

@@ -1,7 +1,7 @@
-"""Start-up time: from `python main.py` to the first prompt, with a trained model of the default size.
+"""Start-up time: from `python main.py` to the first prompt, with a model of the seed's size.
 
 A home is made once in a temporary folder: the tokenizer (vocabulary 8000, trained on Pride and
-Prejudice) and a checkpoint of the default model size (fresh weights: loading does not care how
+Prejudice) and a checkpoint of the seed's model size (bench_models.py; fresh weights: loading does not care how
 well a model writes). Then `python main.py --home HOME` is started --runs times; the clock runs
 from starting the process until the prompt "> " appears on its output. Budget: 2.5 s. The CPU
 seconds each run used (start to exit, all threads) are shown too: they depend less on what else
@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_models import SEED_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 OUT = ROOT / "benchmarks" / "out" / "startup.json"
@@ -41,9 +43,9 @@ def make_home(root: Path) -> None:
     home = Home(root)
     home.tokenizer_path.parent.mkdir(parents=True)
     text = (CORPUS / "pg1342.txt").read_text(encoding="utf-8")
-    train_bpe([text], Config().vocab_size, show_progress=False).save(str(home.tokenizer_path))
+    config = Config(**SEED_MODEL)
+    train_bpe([text], config.vocab_size, show_progress=False).save(str(home.tokenizer_path))
     tokenizer = load_tokenizer(home.tokenizer_path)
-    config = Config()
     model = GPT(config.model_config(tokenizer.vocab_size))
     save_checkpoint(home.model_dir(config.model_name), {
         "model": model.state_dict(), "model_config": model.config.to_dict(), "config": config.to_dict(),
