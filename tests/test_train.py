@@ -260,3 +260,17 @@ def test_the_kept_model_is_the_weights_average(make_home, book):
     assert "live" not in off and "averaged_steps" not in off
     # Averaging watches the training without changing it.
     assert torch.equal(off["model"]["blocks.0.mlp.fc.weight"], ckpt["live"]["blocks.0.mlp.fc.weight"])
+
+
+def test_resume_of_weights_without_training_state(make_home, book):
+    """Weights imported from Hugging Face (hf.py) have no optimizer, schedule or random state: --resume
+    trains them on with fresh optimizer state and says so."""
+    from hellogpt.checkpoint_manager import save_checkpoint
+
+    home = make_home()
+    first = load_checkpoint(train(tiny_config(max_steps=3), home, book).checkpoint)
+    save_checkpoint(home.model_dir("hellogpt"), {**first, "optimizer": None, "scheduler": None, "rng": None})
+    display = CtrlCAt(step=-1)
+    result = train(tiny_config(), home, book, resume=True, given={"max_steps": 6}, display=display)
+    assert result.steps == 6 and not result.interrupted
+    assert any("has no state for the muon optimizer; it starts afresh" in n for n in display.notes)

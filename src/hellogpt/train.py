@@ -467,7 +467,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
         except (KeyError, ValueError):  # imported weights (hf.py) or another optimizer: nothing to continue
             display.note(f"{ckpt_path} has no state for the {config.optimizer} optimizer; it starts afresh "
                          "(the first steps may move the weights more than an uninterrupted run would).")
-        restore_rng(ckpt["rng"], batches.generator, device, ctx)
+        if ckpt.get("rng"):  # imported weights (hf.py) have none
+            restore_rng(ckpt["rng"], batches.generator, device, ctx)
         step, elapsed_before, history = ckpt["step"], ckpt.get("elapsed", 0.0), ckpt.get("metrics", [])
         plan = resumed_plan(ckpt, config, given, len(data.train), tokens_per_step, display.note)
     else:

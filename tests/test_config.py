@@ -1,0 +1,64 @@
+"""Settings: the --size dial, the default run length, the optimizer choice and how parameters are split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hellogpt.config import Config, given_settings, size_settings
+from hellogpt.errors import UserError
+from hellogpt.model import GPT
+from hellogpt.optimizer import make_optimizer
+
+
+def test_size_picks_a_consistent_shape():
+    four = Config()
+    assert (four.n_layers, four.n_heads, four.d_model, four.d_ffn, four.max_seq_len) == (4, 4, 128, 512, 32)
+    six = Config(size=6)
+    assert (six.n_layers, six.n_heads, six.d_model, six.d_ffn, six.max_seq_len) == (6, 6, 192, 768, 48)
+    assert six.d_model // six.n_heads == four.d_model // four.n_heads == 32  # heads keep their width
+    assert six.lr < four.lr == 3e-3  # wider models take smaller AdamW steps
+    # A shape setting given on its own wins over the size; the rest still follows the size.
+    mixed = Config(size=6, d_model=384, lr=1e-3)
+    assert (mixed.d_model, mixed.n_layers, mixed.lr) == (384, 6, 1e-3)
+    for size in range(1, 13):
+        settings = size_settings(size)
+        assert settings["d_model"] % settings["n_heads"] == 0
+
+
+def test_size_must_be_positive():
+    with pytest.raises(UserError, match="size = 0 is out of range"):
+        Config(size=0)
+
+
+def test_two_minutes_unless_a_run_length_is_given():
+    assert (Config().time, Config().epochs, Config().max_steps) == (120.0, 0.0, 0)
+    assert (Config(max_steps=5).time, Config(epochs=2.0).time, Config(time=30.0).time) == (0.0, 0.0, 30.0)
+
+
+def test_optimizer_must_be_known(tmp_path):
+    settings = tmp_path / "s.toml"
+    settings.write_text('optimizer = "sgd"\n')
+    with pytest.raises(UserError, match="optimizer = 'sgd'.*not one of muon, adamw"):
+        given_settings(settings)
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    config = Config(vocab_size=300, size=2)
+    model = GPT(config.model_config())
+    optimizer = make_optimizer(model, config, torch.device("cpu"))
+    muon = {id(p) for g in optimizer.optimizers["muon"].param_groups for p in g["params"]}
+    adamw = {id(p) for g in optimizer.optimizers["adamw"].param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[i] for i in muon) == sorted(n for n, p in model.named_parameters()
+                                                    if n.startswith("blocks.") and p.dim() == 2)
+    assert not muon & adamw and muon | adamw == set(names)  # every parameter in exactly one (the tied head once)
+    decayed = {id(p) for g in optimizer.optimizers["adamw"].param_groups if g["weight_decay"] for p in g["params"]}
+    assert sorted(names[i] for i in decayed) == ["pos_emb.weight", "tok_emb.weight"]  # not biases or gains
+    # The schedule scales every group from its own peak.
+    optimizer.set_lr(0.5)
+    assert {g["lr"] for g in optimizer.param_groups} == {config.muon_lr * 0.5, config.lr * 0.5}
+
+    only_adamw = make_optimizer(model, Config(vocab_size=300, size=2, optimizer="adamw"), torch.device("cpu"))
+    assert list(only_adamw.optimizers) == ["adamw"]
+    assert {id(p) for g in only_adamw.param_groups for p in g["params"]} == set(names)
