@@ -12,7 +12,7 @@ models are those of issue 4, dropout 0:
 
 and nanoGPT's own implementation of them trains at about 1290 ms and 55 ms per step on this 2-core
 machine class (issue 4's reference, taken on a quiet machine). Batches are random windows of a random
-token array, cut as in training (dataloader.get_batch). Prints a table and writes benchmarks/out/train_speed.json.
+token array, cut as in training (dataloader.EpochSampler). Prints a table and writes benchmarks/out/train_speed.json.
 The load average is recorded with the numbers: on a busy machine wall times are inflated.
 """
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from hellogpt.config import Config
-from hellogpt.dataloader import get_batch
+from hellogpt.dataloader import EpochSampler, windows
 from hellogpt.model import GPT, GPTConfig
 from hellogpt.optimizer import make_optimizer
 from hellogpt.train import optimizer_step
@@ -76,10 +76,10 @@ def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
     torch.manual_seed(0)
     model = GPT(cfg)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 1_000_000, dtype=np.uint16)
-    generator = torch.Generator().manual_seed(0)
+    sampler = EpochSampler(tokens, cfg.max_seq_len, seed=0)
 
     def next_batch():
-        return get_batch(tokens, batch_size, cfg.max_seq_len, generator)
+        return windows(tokens, sampler.next(batch_size), cfg.max_seq_len)
 
     if variant == "hellogpt":
         # AdamW, as nanoGPT's reference: the same update, so the step times compare the code alone.

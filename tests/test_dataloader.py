@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hellogpt import dataloader
 from hellogpt.corpus import split_text
-from hellogpt.dataloader import get_batch, num_windows, prepare_tokens, sequential_batches, token_dtype
+from hellogpt.dataloader import EpochSampler, num_windows, prepare_tokens, sequential_batches, token_dtype, windows
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
 from hellogpt.tokenizer import train_tokenizer
@@ -84,27 +86,50 @@ def test_token_dtype():
     assert token_dtype(65_537) == np.uint32
 
 
-def test_get_batch_slices_random_windows():
+def test_windows_are_runs_of_tokens_and_their_next_tokens():
     tokens = np.arange(1000, dtype=np.uint16)  # each window is a run of consecutive numbers
-    x, y = get_batch(tokens, batch_size=8, seq_len=16, generator=torch.Generator().manual_seed(0), device="cpu")
-    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(x - x[:, :1], torch.arange(16).expand(8, 16))
+    x, y = windows(tokens, torch.tensor([0, 5, 983]), seq_len=16)
+    assert x.shape == y.shape == (3, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(x - x[:, :1], torch.arange(16).expand(3, 16)) and x[2, -1] == 998
     assert torch.equal(y, x + 1)
-    assert len(set(x[:, 0].tolist())) > 1  # random starts
 
 
-def test_get_batch_is_deterministic_and_reaches_both_ends():
-    tokens = np.arange(20, dtype=np.uint32)
-    x1, _ = get_batch(tokens, 64, 4, torch.Generator().manual_seed(7), "cpu")
-    x2, _ = get_batch(tokens, 64, 4, torch.Generator().manual_seed(7), "cpu")
-    assert torch.equal(x1, x2)
-    _, y = get_batch(tokens, 2000, 4, torch.Generator().manual_seed(1), "cpu")
-    assert set(y[:, 0].tolist()) == set(range(1, 17))  # starts 0 to 15: the last window ends on the last token
+@settings(max_examples=60, deadline=None)
+@given(n_tokens=st.integers(2, 400), seq_len=st.integers(1, 40), seed=st.integers(0, 99))
+def test_each_epoch_visits_every_window_once(n_tokens, seq_len, seed):
+    """An epoch: back-to-back windows from an offset below seq_len, each once, all inside the tokens."""
+    tokens = np.zeros(n_tokens, dtype=np.uint16)
+    if n_tokens < seq_len + 1:
+        with pytest.raises(UserError, match=f"only {n_tokens:,} tokens"):
+            EpochSampler(tokens, seq_len, seed)
+        return
+    sampler = EpochSampler(tokens, seq_len, seed)
+    for _ in range(3):
+        first = sampler.next(1)  # starts a new epoch
+        rest = sampler.next(len(sampler.order) - 1)  # and uses it up
+        starts = sorted(torch.cat([first, rest]).tolist())
+        offset = starts[0]
+        assert 0 <= offset < seq_len
+        assert starts == list(range(offset, n_tokens - seq_len, seq_len))  # each window once, none missing
+        assert starts[-1] + seq_len + 1 <= n_tokens  # the last window fits
+        assert n_tokens - (starts[-1] + seq_len + 1) < seq_len  # and there was no room for another
 
 
-def test_get_batch_on_too_little_text():
-    with pytest.raises(UserError, match="only 10 tokens.*max_seq_len \\+ 1 = 11"):
-        get_batch(np.arange(10, dtype=np.uint16), 4, 10, torch.Generator(), "cpu")
+@settings(max_examples=40, deadline=None)
+@given(cut=st.integers(0, 40), batch=st.integers(1, 20), seed=st.integers(0, 99))
+def test_sampler_resumes_exactly(cut, batch, seed):
+    """The same seed gives the same windows, and a sampler rebuilt from state_dict() after any step goes
+    on as if it had never stopped (across the ends of epochs too: 60 batches span several)."""
+    tokens = np.zeros(120, dtype=np.uint16)
+    reference = EpochSampler(tokens, 7, seed)
+    straight = torch.cat([reference.next(batch) for _ in range(60)])
+    first = EpochSampler(tokens, 7, seed)
+    before = [first.next(batch) for _ in range(cut)]
+    resumed = EpochSampler(tokens, 7, seed + 1)  # its own seed does not matter once the state is loaded
+    resumed.load_state_dict(first.state_dict())
+    after = [resumed.next(batch) for _ in range(60 - cut)]
+    assert torch.equal(torch.cat(before + after), straight)
+    assert len(straight) == 60 * batch
 
 
 def test_sequential_batches_cover_every_window_once():

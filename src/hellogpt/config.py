@@ -49,7 +49,7 @@ class Config:
     grad_accum: int = 1  # micro-batches per optimizer step
     optimizer: str = "muon"  # muon: Muon for the blocks' weight matrices, AdamW for the rest; adamw: AdamW for all
     lr: float = 0.0  # AdamW's peak learning rate (0: from size)
-    muon_lr: float = 0.02  # Muon's peak learning rate
+    muon_lr: float = 0.03  # Muon's peak learning rate
     min_lr_ratio: float = 0.0  # the cosine decays to lr x min_lr_ratio
     warmup_steps: int = 50
     weight_decay: float = 0.05  # on weight matrices only

@@ -2,7 +2,7 @@
 
 One optimizer step, as in nanoGPT:
 
-    for each of grad_accum micro-batches:    x, y = B random windows of T tokens (targets: x shifted by one)
+    for each of grad_accum micro-batches:    x, y = B windows of T tokens (targets: x shifted by one)
         loss = model(x, y) / grad_accum       mean cross-entropy of the next-token predictions
         loss.backward()                       gradients add up over the micro-batches
     clip the gradients' global norm to grad_clip
@@ -10,9 +10,10 @@ One optimizer step, as in nanoGPT:
     optimizer step (Muon for the blocks' weight matrices, AdamW for the rest: optimizer.py), gradients cleared
     from halfway on, fold the weights into their moving average, the model we keep (averaging.py)
 
-The run's length is a plan: --max-steps N, --time SECONDS or --epochs E (passes over the
-training tokens, the default); with several given, the first limit reached ends it. The
-learning-rate schedule follows the plan's progress (for a time budget: the elapsed time).
+The run's length is a plan: --time SECONDS (120 when nothing else is given), --max-steps N or
+--epochs E (passes over the training tokens); with several given, the first limit reached ends it.
+The learning-rate schedule follows the plan's progress (for a time budget: the elapsed time), so the
+model at the end is the one the whole budget was planned for.
 
 Every checkpoint (artifacts/checkpoints/<model_name>/serial_<N>.pt) holds what is needed to
 continue exactly where it stopped: model, optimizer, plan, step, settings, fingerprints, RNG
@@ -46,7 +47,7 @@ from hellogpt.checkpoint_manager import (build_model, check_tokenizer, load_chec
                                          serials, tokenizer_path_for)
 from hellogpt.config import RUN_LENGTH, Config, given_settings_from_args
 from hellogpt.corpus import data_path as books_path
-from hellogpt.dataloader import TokenData, get_batch, num_windows, prepare_tokens
+from hellogpt.dataloader import EpochSampler, TokenData, num_windows, prepare_tokens, windows
 from hellogpt.device import autocast, pick_device, setup_device
 from hellogpt.errors import UserError
 from hellogpt.evaluate import EvalResult, evaluate
@@ -147,21 +148,20 @@ def check_settings(config: Config) -> None:
 class Batches:
     """This process's share of each training batch.
 
-    One generator, seeded alike on every rank, draws batch_size x world_size windows; rank r keeps
-    rows r, r + world_size, ... Together the ranks train on exactly the batch that one process with
-    batch_size x world_size would draw, and the generator's state is one thing to save and restore.
+    One sampler (dataloader.EpochSampler), seeded alike on every rank, picks batch_size x world_size
+    windows; rank r keeps rows r, r + world_size, ... Together the ranks train on exactly the batch
+    that one process with batch_size x world_size would, and the sampler's state is one thing to save
+    and restore.
     """
 
     def __init__(self, tokens, batch_size: int, seq_len: int, ctx: distributed.Dist, device, seed: int):
         self.tokens, self.batch_size, self.seq_len, self.ctx, self.device = tokens, batch_size, seq_len, ctx, device
-        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = EpochSampler(tokens, seq_len, seed)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.ctx.enabled:
-            return get_batch(self.tokens, self.batch_size, self.seq_len, self.generator, self.device)  # (B, T) x 2
         world, rank = self.ctx.world_size, self.ctx.rank
-        x, y = get_batch(self.tokens, self.batch_size * world, self.seq_len, self.generator)  # (W*B, T) x 2
-        return x[rank::world].contiguous().to(self.device), y[rank::world].contiguous().to(self.device)
+        starts = self.sampler.next(self.batch_size * world)[rank::world]  # (B,)
+        return windows(self.tokens, starts, self.seq_len, self.device)  # (B, T) x 2
 
 
 # --- what the user sees ---
@@ -468,7 +468,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             display.note(f"{ckpt_path} has no state for the {config.optimizer} optimizer; it starts afresh "
                          "(the first steps may move the weights more than an uninterrupted run would).")
         if ckpt.get("rng"):  # imported weights (hf.py) have none
-            restore_rng(ckpt["rng"], batches.generator, device, ctx)
+            restore_rng(ckpt["rng"], batches.sampler, device, ctx)
         step, elapsed_before, history = ckpt["step"], ckpt.get("elapsed", 0.0), ckpt.get("metrics", [])
         plan = resumed_plan(ckpt, config, given, len(data.train), tokens_per_step, display.note)
     else:
@@ -496,7 +496,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     metrics = MetricsLog(model_dir / METRICS_FILE if ctx.is_main else None, history)
 
     def run_eval() -> EvalResult:
-        local = evaluate(averaged.current(), data.val, tokenizer, T, config.batch_size, device, ctx.rank, ctx.world_size)
+        local = evaluate(averaged.current(), data.val, tokenizer, T, config.batch_size, device, ctx.rank,
+                         ctx.world_size)
         nll, n_tokens, n_bytes = distributed.all_sum([local.nll, local.tokens, local.bytes], ctx, device)
         result = EvalResult(nll, int(n_tokens), int(n_bytes))
         metrics.append({"split": "val", "step": step, "loss": result.loss, "perplexity": result.perplexity,
@@ -518,7 +519,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             "elapsed": elapsed,
             "tokenizer_fingerprint": tokenizer.fingerprint,
             "data_fingerprint": data.fingerprint,
-            "rng": rng_state(batches.generator, device, ctx),  # every rank takes part
+            "rng": rng_state(batches.sampler, device, ctx),  # every rank takes part
             "metrics": metrics.history,
         }
         if not ctx.is_main:
@@ -618,32 +619,32 @@ def optimizer_step(runner, model, optimizer, next_batch, grad_accum: int, grad_c
 def first_compiled_step(train_step, runner, model, batches, display):
     """The first step with torch.compile, which is when compiling happens; if it fails, warn and train
     without it, the step redone from the same random state."""
-    rng, batch_rng = torch.get_rng_state(), batches.generator.get_state()
+    rng, batch_rng = torch.get_rng_state(), batches.sampler.state_dict()
     try:
         return train_step(runner), runner
     except Exception as e:  # compilers fail in many ways (no C++ compiler, unsupported op, ...)
         reason = str(e).splitlines()[0] if str(e) else ""
         display.note(f"warning: torch.compile failed ({type(e).__name__}: {reason}); training without it.")
         torch.set_rng_state(rng)
-        batches.generator.set_state(batch_rng)
+        batches.sampler.load_state_dict(batch_rng)
         model.zero_grad(set_to_none=True)
         return train_step(model), model
 
 
-def rng_state(generator: torch.Generator, device: torch.device, ctx: distributed.Dist) -> dict:
+def rng_state(sampler: EpochSampler, device: torch.device, ctx: distributed.Dist) -> dict:
     """Every random state the run draws from: each rank's CPU (and CUDA) generator for dropout, and the
-    shared batch generator. Tensors and lists only, so that weights_only loading accepts them."""
+    shared batch sampler. Tensors, numbers and lists only, so that weights_only loading accepts them."""
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     states = distributed.gather((torch.get_rng_state(), cuda), ctx)
     return {
         "torch": [cpu for cpu, _ in states],
         "cuda": [c for _, c in states if c is not None],
-        "batches": generator.get_state(),
+        "batches": sampler.state_dict(),
     }
 
 
-def restore_rng(rng: dict, generator: torch.Generator, device: torch.device, ctx: distributed.Dist) -> None:
-    generator.set_state(rng["batches"])
+def restore_rng(rng: dict, sampler: EpochSampler, device: torch.device, ctx: distributed.Dist) -> None:
+    sampler.load_state_dict(rng["batches"])
     torch.set_rng_state(rng["torch"][ctx.rank % len(rng["torch"])])
     if device.type == "cuda" and rng["cuda"]:
         torch.cuda.set_rng_state(rng["cuda"][ctx.rank % len(rng["cuda"])], device)
