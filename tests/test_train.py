@@ -174,7 +174,8 @@ def test_schedule():
     assert lr_factor(config, 0, 0.0) == pytest.approx(0.1)  # warm-up: 1/10 of the peak at the first step
     assert lr_factor(config, 9, 0.0) == pytest.approx(1.0)
     assert lr_factor(config, 50, 0.5) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert lr_factor(config, 99, 1.0) == pytest.approx(0.1)  # the cosine ends at peak x min_lr_ratio
+    assert lr_factor(config, 25, 0.25) == pytest.approx(0.1 + 0.9 * 0.75)  # a straight line
+    assert lr_factor(config, 99, 1.0) == pytest.approx(0.1)  # the decay ends at peak x min_lr_ratio
     steps = [lr_factor(config, s, s / 100) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(steps, steps[1:]))
     # The first limit reached decides; a time budget follows the elapsed time.

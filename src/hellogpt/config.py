@@ -50,7 +50,7 @@ class Config:
     optimizer: str = "muon"  # muon: Muon for the blocks' weight matrices, AdamW for the rest; adamw: AdamW for all
     lr: float = 0.0  # AdamW's peak learning rate (0: from size)
     muon_lr: float = 0.03  # Muon's peak learning rate
-    min_lr_ratio: float = 0.0  # the cosine decays to lr x min_lr_ratio
+    min_lr_ratio: float = 0.0  # the learning rates decay linearly to their peak x min_lr_ratio
     warmup_steps: int = 50
     weight_decay: float = 0.05  # on weight matrices only
     beta1: float = 0.9

@@ -134,7 +134,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
          if config.optimizer == "muon" else "AdamW for every parameter"),
         ("learning rate", f"{config.muon_lr:g} / {config.lr:g}" if config.optimizer == "muon" else f"{config.lr:g}",
          ("Muon / AdamW " if config.optimizer == "muon" else "") +
-         f"peak, after {config.warmup_steps} warm-up steps, then cosine decay"),
+         f"peak, after {config.warmup_steps} warm-up steps, then linear decay to 0"),
         ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
         ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm (0: no clipping)"),
         ("books", f"{len(data.books)}", f"in {books}"),

