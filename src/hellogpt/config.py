@@ -30,7 +30,7 @@ class Config:
     model_name: str = "hellogpt"  # checkpoints: artifacts/checkpoints/<model_name>/
 
     # --- tokenizer and data ---
-    vocab_size: int = 1024  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    vocab_size: int = 2048  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
     # --- model (see model.py) ---
@@ -52,7 +52,7 @@ class Config:
     muon_lr: float = 0.03  # Muon's peak learning rate
     min_lr_ratio: float = 0.0  # the learning rates decay linearly to their peak x min_lr_ratio
     warmup_steps: int = 50
-    weight_decay: float = 0.05  # on weight matrices only
+    weight_decay: float = 0.1  # on weight matrices and embeddings only (Muon and AdamW alike)
     beta1: float = 0.9
     beta2: float = 0.95
     # Max global gradient norm; 0 turns clipping off. Off by default: Muon and AdamW bound their steps
@@ -108,7 +108,7 @@ class Config:
 def size_settings(size: int) -> dict:
     """The model's shape and AdamW's learning rate for --size N, one consistent family (as nanochat's depth):
     N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 8 N tokens,
-    and the learning rate falling as 1 / sqrt(width). Size 4 (0.9 M parameters, context 32) is the
+    and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters, context 32) is the
     two-minute model of benchmarks/quality.py: on one book in two minutes of a 2-core CPU, a bigger or
     longer-context model sees too few tokens to catch up (benchmarks/RESULTS.md)."""
     return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=8 * size,
