@@ -18,7 +18,7 @@ from hellogpt.evaluate import evaluate
 from hellogpt.paths import Home
 from hellogpt.plots import METRICS_FILE, PLOT_FILE
 from hellogpt.tokenizer import load_tokenizer, train_tokenizer
-from hellogpt.train import LogLines, Plan, lr_factor, train
+from hellogpt.train import LogLines, Plan, lr_factor, plan_for, train
 
 # A model small enough for a test to train it for 40 steps in about a second.
 TINY = dict(vocab_size=300, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, batch_size=8,
@@ -182,6 +182,9 @@ def test_schedule():
     assert Plan(total_steps=100).progress(25, 999.0) == 0.25
     assert Plan(time=60.0).progress(10_000, 15.0) == 0.25
     assert Plan(total_steps=100, time=60.0).progress(50, 45.0) == 0.75
+    # Epochs count as steps over the training tokens; with steps too, the fewer decide.
+    assert plan_for(Config(epochs=2.0, time=60.0), 1000, 100) == Plan(total_steps=20, time=60.0)
+    assert plan_for(Config(epochs=2.0, max_steps=15), 1000, 100) == Plan(total_steps=15)
 
 
 def test_time_budget_ends_the_run(make_home, book):

@@ -59,7 +59,8 @@ class Config:
     # themselves, and on the two-minute task clipping at 1.0 cost about 0.008 bits per byte.
     grad_clip: float = 0.0
     ema_decay: float = 0.995  # keep an average of the weights from halfway on (averaging.py); 0: off
-    # The run length: the first limit reached ends the run (0: no such limit). With none set, two minutes.
+    # The run length: the first limit reached ends the run (0: no such limit). With none set, two minutes
+    # or DEFAULT_EPOCHS passes over the training tokens: on a short book, more passes only overfit.
     time: float = 0.0  # seconds of training, evaluations included
     epochs: float = 0.0  # passes over the training tokens
     max_steps: int = 0  # optimizer steps
@@ -77,7 +78,7 @@ class Config:
             if not getattr(self, name):
                 setattr(self, name, value)
         if not (self.time or self.epochs or self.max_steps):
-            self.time = DEFAULT_TIME
+            self.time, self.epochs = DEFAULT_TIME, DEFAULT_EPOCHS
 
     def model_config(self, vocab_size: int | None = None):
         """The model's GPTConfig (vocab_size comes from the trained tokenizer)."""
@@ -118,6 +119,7 @@ def size_settings(size: int) -> dict:
 OPTIMIZERS = ("muon", "adamw")
 RUN_LENGTH = ("time", "epochs", "max_steps")
 DEFAULT_TIME = 120.0  # seconds: the two-minute model
+DEFAULT_EPOCHS = 10.0  # Alice in Wonderland (40 k tokens): 2.77 bits/byte after 33 epochs in 120 s, 1.99 after 12
 
 
 def _flag(name: str) -> str:
@@ -135,7 +137,9 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
         default = f.default
         shown = "from --size" if f.name in size_settings(1) else default
         if f.name == "time":
-            shown = f"{DEFAULT_TIME:g} when neither --epochs nor --max-steps is given"
+            shown = f"{DEFAULT_TIME:g} when no run length is given"
+        if f.name == "epochs":
+            shown = f"{DEFAULT_EPOCHS:g} when no run length is given"
         if f.name == "optimizer":
             group.add_argument(_flag(f.name), dest=f.name, default=unset, choices=OPTIMIZERS,
                                help=f"(default: {default})")

@@ -101,10 +101,12 @@ class Plan:
 
 
 def plan_for(config: Config, train_tokens: int, tokens_per_step: int) -> Plan:
-    """The plan the settings ask for: max_steps and/or time, else epochs over the training tokens."""
-    if config.max_steps or config.time:
-        return Plan(config.max_steps, config.time)
-    return Plan(total_steps=max(1, math.ceil(config.epochs * train_tokens / tokens_per_step)))
+    """The plan the settings ask for: max_steps, epochs (as steps over the training tokens) and time,
+    whichever of those that are set ends first."""
+    steps = [config.max_steps] if config.max_steps else []
+    if config.epochs:
+        steps.append(max(1, math.ceil(config.epochs * train_tokens / tokens_per_step)))
+    return Plan(min(steps, default=0), config.time)
 
 
 def lr_factor(config: Config, step: int, progress: float) -> float:
