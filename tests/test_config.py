@@ -34,6 +34,9 @@ def test_size_must_be_positive():
 def test_two_minutes_unless_a_run_length_is_given():
     assert (Config().time, Config().epochs, Config().max_steps) == (120.0, 10.0, 0)
     assert (Config(max_steps=5).time, Config(epochs=2.0).time, Config(time=30.0).time) == (0.0, 0.0, 30.0)
+    # A time budget alone keeps the cap on passes over a short book; steps or epochs given replace it.
+    assert Config(time=30.0).epochs == 10.0
+    assert Config(max_steps=5).epochs == Config(time=30.0, max_steps=5).epochs == 0.0
 
 
 def test_optimizer_must_be_known(tmp_path):

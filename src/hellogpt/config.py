@@ -59,8 +59,9 @@ class Config:
     # themselves, and on the two-minute task clipping at 1.0 cost about 0.008 bits per byte.
     grad_clip: float = 0.0
     ema_decay: float = 0.995  # keep an average of the weights from halfway on (averaging.py); 0: off
-    # The run length: the first limit reached ends the run (0: no such limit). With none set, two minutes
-    # or DEFAULT_EPOCHS passes over the training tokens: on a short book, more passes only overfit.
+    # The run length: the first limit reached ends the run (0: no such limit). Without --epochs or
+    # --max-steps, at most DEFAULT_EPOCHS passes (on a short book more only overfit); without any, also
+    # DEFAULT_TIME seconds.
     time: float = 0.0  # seconds of training, evaluations included
     epochs: float = 0.0  # passes over the training tokens
     max_steps: int = 0  # optimizer steps
@@ -77,8 +78,8 @@ class Config:
         for name, value in size_settings(self.size).items():
             if not getattr(self, name):
                 setattr(self, name, value)
-        if not (self.time or self.epochs or self.max_steps):
-            self.time, self.epochs = DEFAULT_TIME, DEFAULT_EPOCHS
+        if not (self.epochs or self.max_steps):
+            self.time, self.epochs = self.time or DEFAULT_TIME, DEFAULT_EPOCHS
 
     def model_config(self, vocab_size: int | None = None):
         """The model's GPTConfig (vocab_size comes from the trained tokenizer)."""
@@ -139,7 +140,7 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
         if f.name == "time":
             shown = f"{DEFAULT_TIME:g} when no run length is given"
         if f.name == "epochs":
-            shown = f"{DEFAULT_EPOCHS:g} when no run length is given"
+            shown = f"{DEFAULT_EPOCHS:g} when neither --epochs nor --max-steps is given"
         if f.name == "optimizer":
             group.add_argument(_flag(f.name), dest=f.name, default=unset, choices=OPTIMIZERS,
                                help=f"(default: {default})")
