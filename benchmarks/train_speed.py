@@ -83,7 +83,7 @@ def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
 
     if variant == "hellogpt":
         # AdamW, as nanoGPT's reference: the same update, so the step times compare the code alone.
-        optimizer = make_optimizer(model, Config(optimizer="adamw"), torch.device("cpu"))
+        optimizer = make_optimizer(model, Config(optimizer="adamw"))
         runner = torch.compile(model) if compile_model else model
 
         def step():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from hellogpt.config import Config, given_settings, size_settings
 from hellogpt.errors import UserError
@@ -49,7 +48,7 @@ def test_optimizer_must_be_known(tmp_path):
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     config = Config(vocab_size=300, size=2)
     model = GPT(config.model_config())
-    optimizer = make_optimizer(model, config, torch.device("cpu"))
+    optimizer = make_optimizer(model, config)
     muon = {id(p) for g in optimizer.optimizers["muon"].param_groups for p in g["params"]}
     adamw = {id(p) for g in optimizer.optimizers["adamw"].param_groups for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -62,6 +61,6 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     optimizer.set_lr(0.5)
     assert {g["lr"] for g in optimizer.param_groups} == {config.muon_lr * 0.5, config.lr * 0.5}
 
-    only_adamw = make_optimizer(model, Config(vocab_size=300, size=2, optimizer="adamw"), torch.device("cpu"))
+    only_adamw = make_optimizer(model, Config(vocab_size=300, size=2, optimizer="adamw"))
     assert list(only_adamw.optimizers) == ["adamw"]
     assert {id(p) for g in only_adamw.param_groups for p in g["params"]} == set(names)

@@ -54,16 +54,13 @@ class Optimizers:
             opt.load_state_dict(state[name])
 
 
-def has_muon() -> bool:
-    return hasattr(torch.optim, "Muon")  # PyTorch 2.9 and later
-
-
-def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> Optimizers:
-    """The optimizer config.optimizer names (AdamW alone where this PyTorch has no Muon).
+def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
+    """The optimizer config.optimizer names (AdamW alone where this PyTorch has no Muon: its
+    `optimizers` then hold no "muon").
 
     Weight decay applies to weight matrices and embeddings, never to biases and LayerNorm gains."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a tied head is listed once
-    use_muon = config.optimizer == "muon" and has_muon()
+    use_muon = config.optimizer == "muon" and hasattr(torch.optim, "Muon")  # PyTorch 2.9 and later
     hidden = [p for n, p in named if use_muon and p.dim() == 2 and n.startswith("blocks.")]
     taken = {id(p) for p in hidden}
     matrices = [p for n, p in named if p.dim() >= 2 and id(p) not in taken]

@@ -53,7 +53,7 @@ from hellogpt.errors import UserError
 from hellogpt.evaluate import EvalResult, evaluate
 from hellogpt.fileio import atomic_path
 from hellogpt.model import GPT
-from hellogpt.optimizer import has_muon, make_optimizer
+from hellogpt.optimizer import make_optimizer
 from hellogpt.paths import Home
 from hellogpt.plots import METRICS_FILE, PLOT_FILE, plot_loss_curve
 
@@ -454,8 +454,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     raw = build_model(ckpt) if ckpt is not None else GPT(config.model_config(tokenizer.vocab_size))
     raw.to(device)
     averaged = WeightAverage(raw, config.ema_decay)
-    optimizer = make_optimizer(raw, config, device)
-    if config.optimizer == "muon" and not has_muon():
+    optimizer = make_optimizer(raw, config)
+    if config.optimizer not in optimizer.optimizers:
         display.note(f"This PyTorch ({torch.__version__}) has no torch.optim.Muon (it came in 2.9): training with "
                      "AdamW alone, which learns more slowly. Upgrade PyTorch for the full recipe.")
     T = raw.config.max_seq_len
