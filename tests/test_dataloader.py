@@ -105,7 +105,7 @@ def test_each_epoch_visits_every_window_once(n_tokens, seq_len, seed):
         return
     sampler = EpochSampler(tokens, seq_len, seed)
     for _ in range(3):
-        first = sampler.next(1)  # starts a new epoch
+        first = sampler.next(1)  # the first window of an epoch
         rest = sampler.next(len(sampler.order) - 1)  # and uses it up
         starts = sorted(torch.cat([first, rest]).tolist())
         offset = starts[0]

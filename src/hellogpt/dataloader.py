@@ -189,17 +189,17 @@ class EpochSampler:
         _check_length(tokens, seq_len)
         self.n_tokens, self.seq_len = len(tokens), seq_len
         self.generator = torch.Generator().manual_seed(seed)
-        self.epoch_rng: torch.Tensor | None = None  # the generator's state when this epoch was drawn
-        self.order = torch.empty(0, dtype=torch.long)  # this epoch's window starts, in visiting order
-        self.cursor = 0  # how many of them have been used
+        self._new_epoch()
 
     def _new_epoch(self) -> None:
+        """Draw the next epoch. Only this draws from the generator, so its state before the draw
+        (epoch_rng) and the cursor are all the sampler's state."""
         self.epoch_rng = self.generator.get_state()
         last = self.n_tokens - self.seq_len - 1  # the last position a window can start at
         offset = int(torch.randint(min(self.seq_len, last + 1), (1,), generator=self.generator))
         starts = torch.arange(offset, last + 1, self.seq_len)
-        self.order = starts[torch.randperm(len(starts), generator=self.generator)]
-        self.cursor = 0
+        self.order = starts[torch.randperm(len(starts), generator=self.generator)]  # window starts, in visiting order
+        self.cursor = 0  # how many of them have been used
 
     def next(self, count: int) -> torch.Tensor:
         """The starts of the next `count` windows (count,), running on into the next epoch when needed."""
@@ -214,17 +214,13 @@ class EpochSampler:
         return torch.cat(parts)
 
     def state_dict(self) -> dict:
-        return {"rng": self.generator.get_state(), "epoch_rng": self.epoch_rng, "cursor": self.cursor}
+        return {"epoch_rng": self.epoch_rng, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where state_dict() was taken: the same epoch, order and place in it."""
-        if state["epoch_rng"] is not None:
-            self.generator.set_state(state["epoch_rng"])
-            self._new_epoch()  # the same offset and order again
-        else:
-            self.order, self.epoch_rng = torch.empty(0, dtype=torch.long), None
+        self.generator.set_state(state["epoch_rng"])
+        self._new_epoch()  # the same offset and order again, and the generator where it stood
         self.cursor = state["cursor"]
-        self.generator.set_state(state["rng"])
 
 
 def windows(tokens: np.ndarray, starts: torch.Tensor, seq_len: int,
