@@ -515,7 +515,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
             "model_config": raw.config.to_dict(),
             "config": config.to_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": {"plan": {"total_steps": plan.total_steps, "time": plan.time}, "lr_factor": factor},
+            "scheduler": {"plan": {"total_steps": plan.total_steps, "time": plan.time}},  # the rates follow from it
             "step": step,
             "epoch": step * tokens_per_step / len(data.train),
             "tokens_seen": step * tokens_per_step,
@@ -540,7 +540,6 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     interrupted = False
     rate = 0.0  # tokens/s, smoothed
     elapsed = elapsed_before
-    factor = lr_factor(config, step, plan.progress(step, elapsed))
     loop_start = time.perf_counter()
     try:
         with StopRequest(display, grace=1.0 if ctx.enabled else 0.0) as stop:
