@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench_models import SEED_MODEL
+
 from hellogpt.config import Config
 from hellogpt.dataloader import EpochSampler, windows
 from hellogpt.model import GPT, GPTConfig
@@ -38,8 +40,7 @@ from hellogpt.optimizer import make_optimizer
 from hellogpt.train import optimizer_step
 
 MODELS = {
-    "a": (GPTConfig(vocab_size=8000, max_seq_len=128, d_model=256, n_layers=4, n_heads=4, d_ffn=1024, dropout=0.0),
-          32, 1290.0),
+    "a": (GPTConfig(**{**SEED_MODEL, "dropout": 0.0}), 32, 1290.0),
     "b": (GPTConfig(vocab_size=65, max_seq_len=64, d_model=128, n_layers=4, n_heads=4, d_ffn=512, dropout=0.0),
           12, 55.0),
 }
