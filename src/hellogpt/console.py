@@ -104,6 +104,15 @@ def ensure_tokenizer(home: Home, args, config: Config, books: Path):
     return train_tokenizer(home, books, config.vocab_size, config.val_fraction)
 
 
+def optimizer_rows(config: Config) -> list[tuple[str, str, str]]:
+    end = "0" if not config.min_lr_ratio else f"{config.min_lr_ratio:g} of it"
+    schedule = f"peak, after {config.warmup_steps} warm-up steps, then linear decay to {end}"
+    if config.optimizer == "adamw":
+        return [("optimizer", "adamw", "AdamW for every parameter"), ("learning rate", f"{config.lr:g}", schedule)]
+    return [("optimizer", "muon", "Muon for the blocks' weight matrices, AdamW for the rest"),
+            ("learning rate", f"{config.muon_lr:g} / {config.lr:g}", f"Muon / AdamW {schedule}")]
+
+
 def ensure_model(home: Home, args, config: Config) -> None:
     """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it."""
     from rich.console import Console
@@ -130,11 +139,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
                                  f"heads, d_model {config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
         ("run length", plan.describe(), "of training (--time, --max-steps or --epochs; the first reached ends it)"),
         ("batch size", f"{config.batch_size}", f"windows of {T} tokens per step"),
-        ("optimizer", config.optimizer, "Muon for the blocks' weight matrices, AdamW for the rest"
-         if config.optimizer == "muon" else "AdamW for every parameter"),
-        ("learning rate", f"{config.muon_lr:g} / {config.lr:g}" if config.optimizer == "muon" else f"{config.lr:g}",
-         ("Muon / AdamW " if config.optimizer == "muon" else "") +
-         f"peak, after {config.warmup_steps} warm-up steps, then linear decay to 0"),
+        *optimizer_rows(config),
         ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
         ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm (0: no clipping)"),
         ("books", f"{len(data.books)}", f"in {books}"),
