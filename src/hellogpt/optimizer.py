@@ -1,7 +1,7 @@
 """The optimizer: Muon for the weight matrices inside the blocks, AdamW for everything else.
 
-Muon (torch.optim.Muon) keeps a momentum of each matrix's gradient, like SGD, but steps along
-that momentum orthogonalised (a few Newton-Schulz iterations): every direction of the update gets
+Muon (muon.py) keeps a momentum of each matrix's gradient, like SGD, but steps along that
+momentum orthogonalised (a few Newton-Schulz iterations): every direction of the update gets
 the same size, so the rare directions learn as fast as the common ones. It is made for the 2-D
 weights of hidden layers; the token and position embeddings (the head shares the token embedding),
 biases and LayerNorm gains stay with AdamW. On the two-minute task it reached about 0.1 bits per
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from hellogpt.config import Config
+from hellogpt.muon import Muon
 
 
 class Optimizers:
@@ -55,12 +56,10 @@ class Optimizers:
 
 
 def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
-    """The optimizer config.optimizer names (AdamW alone where this PyTorch has no Muon: its
-    `optimizers` then hold no "muon").
-
-    Weight decay applies to weight matrices and embeddings, never to biases and LayerNorm gains."""
+    """The optimizer config.optimizer names. Weight decay applies to weight matrices and embeddings,
+    never to biases and LayerNorm gains."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a tied head is listed once
-    use_muon = config.optimizer == "muon" and hasattr(torch.optim, "Muon")  # PyTorch 2.9 and later
+    use_muon = config.optimizer == "muon"
     hidden = [p for n, p in named if use_muon and p.dim() == 2 and n.startswith("blocks.")]
     taken = {id(p) for p in hidden}
     matrices = [p for n, p in named if p.dim() >= 2 and id(p) not in taken]
@@ -73,7 +72,5 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
         adamw = torch.optim.AdamW(groups, **adamw_args)
     if not use_muon:
         return Optimizers(adamw=adamw)
-    # "original": Muon's own scale (lr x sqrt(max(1, rows / cols))), for which muon_lr was tuned.
-    muon = torch.optim.Muon(hidden, lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95,
-                            nesterov=True, adjust_lr_fn="original")
+    muon = Muon(hidden, lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95, nesterov=True)
     return Optimizers(muon=muon, adamw=adamw)

@@ -455,9 +455,6 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     raw.to(device)
     averaged = WeightAverage(raw, config.ema_decay)
     optimizer = make_optimizer(raw, config)
-    if config.optimizer not in optimizer.optimizers:
-        display.note(f"This PyTorch ({torch.__version__}) has no torch.optim.Muon (it came in 2.9): training with "
-                     "AdamW alone, which learns more slowly. Upgrade PyTorch for the full recipe.")
     T = raw.config.max_seq_len
     batches = Batches(data.train, config.batch_size, T, ctx, device, seed=config.seed)
     torch.manual_seed(config.seed + ctx.rank)  # dropout: each rank its own masks

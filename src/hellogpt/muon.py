@@ -1,0 +1,85 @@
+"""Muon: steps along the momentum orthogonalised, for the weight matrices inside the blocks.
+
+The update is torch.optim.Muon's (Keller Jordan's Muon, in PyTorch since 2.9): keep a momentum of
+each matrix's gradient, look ahead along it (Nesterov), then run a few Newton-Schulz iterations that
+push every singular value of that step towards 1, so that rare directions learn as fast as common
+ones. The step is scaled by sqrt(max(1, rows / cols)) and weight decay is decoupled, as there.
+
+It is written out here rather than taken from torch.optim.Muon for what matters on a CPU:
+- torch.optim.Muon always orthogonalises in bfloat16. A CPU without native bfloat16 arithmetic (no
+  AVX512-BF16 or AMX: most laptops) emulates it: with oneDNN and ATen held to AVX2 the two-minute
+  model's 16 matrices took 574 ms per step in bfloat16 against 47 ms in float32. Here bfloat16 is
+  used only where the hardware has it (CUDA, or a CPU with AVX512-BF16 or AMX), float32 elsewhere.
+- It orthogonalises all the matrices of one shape in one batched product: 10.4 ms per step against
+  13.5 ms one by one (two threads, native bfloat16).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's quintic: the steepest slope at 0 that still converges
+
+
+@cache
+def orthogonalisation_dtype(device_type: str) -> torch.dtype:
+    """bfloat16 where the device multiplies it natively, else float32."""
+    if device_type == "cuda":
+        return torch.bfloat16
+    if device_type == "cpu":
+        capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # PyTorch 2.8 and later
+        if capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"):
+            return torch.bfloat16
+    return torch.float32
+
+
+def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, rows, cols) -> (n, rows, cols): each matrix with its singular values moved to about 1
+    (between roughly 0.7 and 1.2: the iteration trades exactness for speed) and its singular vectors kept."""
+    a, b, c = NS_COEFFICIENTS
+    X = G.to(dtype)
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT  # iterate on the smaller Gram matrix
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # singular values <= Frobenius norm = 1
+    for _ in range(steps):
+        A = X @ X.mT  # (n, rows, rows)
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A^2
+        X = torch.baddbmm(X, B, X, beta=a)  # a X + (b A + c A^2) X
+    return X.mT if tall else X
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
+        """ns_dtype: the orthogonalisation's dtype (None: orthogonalisation_dtype of the parameters' device)."""
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            if any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon takes 2-D weight matrices only")
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape.setdefault(p.shape, []).append(p)
+            for shape, params in by_shape.items():
+                updates = []
+                for p in params:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.lerp_(p.grad, 1 - momentum)
+                    updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
+                dtype = self.ns_dtype or orthogonalisation_dtype(params[0].device.type)
+                orthogonal = orthogonalise(torch.stack(updates), group["ns_steps"], dtype)  # (n, rows, cols)
+                scale = lr * math.sqrt(max(1.0, shape[0] / shape[1]))
+                for p, u in zip(params, orthogonal):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(u.to(p.dtype), alpha=-scale)

@@ -1,0 +1,62 @@
+"""Muon (muon.py): the orthogonalisation, the dtype it runs in, and the same steps as torch.optim.Muon."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hellogpt import muon
+from hellogpt.muon import Muon, orthogonalise
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 64), (2, 64, 16), (1, 32, 32)])
+def test_orthogonalise_moves_singular_values_towards_one_and_keeps_the_singular_vectors(shape):
+    torch.manual_seed(0)
+    G = torch.randn(shape) * torch.logspace(-1, 0, shape[-1])  # singular values spread over a decade
+    O = orthogonalise(G)
+    assert O.shape == G.shape
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    values = torch.linalg.svdvals(O)
+    assert values.min() > 0.5 and values.max() < 1.3  # from 0.1..1 (relative) to about 1: every direction the same size
+    # In G's own singular bases O is diagonal: the iteration changes the values, not the directions.
+    inner = U.mT @ O @ Vh.mT
+    off = inner - torch.diag_embed(torch.diagonal(inner, dim1=-2, dim2=-1))
+    assert off.abs().max() < 1e-3
+
+
+def test_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    for capabilities, expected in [({"avx2": True}, torch.float32), ({"avx512_bf16": True}, torch.bfloat16),
+                                   ({"amx_bf16": True}, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=capabilities: c)
+        muon.orthogonalisation_dtype.cache_clear()
+        assert muon.orthogonalisation_dtype("cpu") is expected
+    muon.orthogonalisation_dtype.cache_clear()
+    assert muon.orthogonalisation_dtype("cuda") is torch.bfloat16
+    assert muon.orthogonalisation_dtype("mps") is torch.float32
+    monkeypatch.undo()
+    muon.orthogonalisation_dtype.cache_clear()
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon came in PyTorch 2.9")
+def test_same_steps_as_torch_optim_muon():
+    """In bfloat16, as torch.optim.Muon computes, the batched update is the same update."""
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 16), (64, 16), (16, 64), (48, 16)]
+    ours = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    mine = Muon(ours, lr=0.03, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    reference = torch.optim.Muon(theirs, lr=0.03, weight_decay=0.1, momentum=0.95, nesterov=True,
+                                 adjust_lr_fn="original")
+    for _ in range(3):
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn(p.shape)
+            q.grad = p.grad.clone()
+        mine.step()
+        reference.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_muon_takes_matrices_only():
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([torch.nn.Parameter(torch.zeros(4))])
