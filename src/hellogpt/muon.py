@@ -7,11 +7,12 @@ ones. The step is scaled by sqrt(max(1, rows / cols)) and weight decay is decoup
 
 It is written out here rather than taken from torch.optim.Muon for what matters on a CPU:
 - torch.optim.Muon always orthogonalises in bfloat16. A CPU without native bfloat16 arithmetic (no
-  AVX512-BF16 or AMX: most laptops) emulates it: with oneDNN and ATen held to AVX2 the two-minute
-  model's 16 matrices took 574 ms per step in bfloat16 against 47 ms in float32. Here bfloat16 is
-  used only where the hardware has it (CUDA, or a CPU with AVX512-BF16 or AMX), float32 elsewhere.
-- It orthogonalises all the matrices of one shape in one batched product: 10.4 ms per step against
-  13.5 ms one by one (two threads, native bfloat16).
+  AVX512-BF16 or AMX: most laptops) emulates it: with oneDNN and ATen held to AVX2
+  (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), torch.optim.Muon's orthogonalisation of the
+  two-minute model's 16 matrices took 486 ms per step, this whole step in float32 19 ms. Here
+  bfloat16 is used only where the hardware has it (CUDA, or a CPU with AVX512-BF16 or AMX).
+- It orthogonalises all the matrices of one shape in one batched product: the whole step takes 14 ms
+  against torch.optim.Muon's 23 ms (two threads, native bfloat16).
 """
 
 from __future__ import annotations
