@@ -75,7 +75,10 @@ class Muon(torch.optim.Optimizer):
             for shape, params in by_shape.items():
                 updates = []
                 for p in params:
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - momentum)
                     updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
                 dtype = self.ns_dtype or orthogonalisation_dtype(params[0].device.type)
