@@ -31,7 +31,7 @@ def orthogonalisation_dtype(device_type: str) -> torch.dtype:
     if device_type == "cuda":
         return torch.bfloat16
     if device_type == "cpu":
-        capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # PyTorch 2.8 and later
+        capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # recent PyTorch only; else float32
         if capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"):
             return torch.bfloat16
     return torch.float32
