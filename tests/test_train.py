@@ -237,7 +237,7 @@ def test_evaluate_matches_its_definition(make_home, book):
 
 def test_gradient_accumulation_equals_the_bigger_batch(make_home, book):
     """Batches of 8, or 2 micro-batches of 4 (the same 8 windows, drawn in turn): the same training.
-    With AdamW: Muon's bfloat16 orthogonalisation would blur the float32 comparison to a few 1e-5."""
+    With AdamW: Muon's bfloat16 orthogonalisation (where the CPU has it) would blur the float32 comparison to a few 1e-5."""
     big, accumulated = make_home("big"), make_home("accumulated")
     train(tiny_config(max_steps=5, dropout=0.0, optimizer="adamw"), big, book)
     train(tiny_config(max_steps=5, dropout=0.0, optimizer="adamw", batch_size=4, grad_accum=2), accumulated, book)

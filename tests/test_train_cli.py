@@ -126,7 +126,7 @@ def test_resume_ignores_other_settings_and_continues(home, book, capsys, monkeyp
 def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_hellogpt):
     """2 CPU processes (gloo), each 2 micro-batches of 2 windows, train like 1 process with batches of 8:
     each rank takes its rows of the same draw, DistributedDataParallel averages the gradients (and skips
-    the all-reduce on the first micro-batch). Up to 1e-4: Muon orthogonalises in bfloat16, which turns
+    the all-reduce on the first micro-batch). Up to 1e-4: Muon orthogonalises in bfloat16 where the CPU has it, which turns
     the float rounding of a different summation order into a few 1e-5 of loss (a wrong share of the
     batch or a missing average would differ by 1e-2 and more)."""
     homes = {}
