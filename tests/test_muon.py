@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hellogpt import muon
+from hellogpt.device import native_bfloat16
 from hellogpt.muon import Muon, orthogonalise
 
 
@@ -26,9 +27,9 @@ def test_orthogonalise_moves_singular_values_towards_one_and_keeps_the_singular_
 
 @pytest.fixture
 def fresh_dtype_cache():
-    muon.orthogonalisation_dtype.cache_clear()
+    native_bfloat16.cache_clear()
     yield
-    muon.orthogonalisation_dtype.cache_clear()  # no patched answer left for later tests
+    native_bfloat16.cache_clear()  # no patched answer left for later tests
 
 
 def test_bfloat16_only_where_the_hardware_has_it(monkeypatch, fresh_dtype_cache):
@@ -36,7 +37,7 @@ def test_bfloat16_only_where_the_hardware_has_it(monkeypatch, fresh_dtype_cache)
                                    ({"amx_bf16": True}, torch.bfloat16)]:
         # raising=False: PyTorch before 2.11 has no torch.cpu.get_capabilities
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda c=capabilities: c, raising=False)
-        muon.orthogonalisation_dtype.cache_clear()
+        native_bfloat16.cache_clear()
         assert muon.orthogonalisation_dtype("cpu") is expected
     assert muon.orthogonalisation_dtype("cuda") is torch.bfloat16
     assert muon.orthogonalisation_dtype("mps") is torch.float32

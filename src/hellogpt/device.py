@@ -1,13 +1,14 @@
 """Device and precision, decided in one place.
 
 CPU: float32, one thread per core. CUDA: bfloat16 autocast and TF32 matmuls.
-Apple MPS where present. Everything else asks `pick_device()` and `autocast()`.
+Apple MPS where present. Everything else asks `pick_device()`, `autocast()` and `native_bfloat16()`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from functools import cache
 
 import torch
 
@@ -32,8 +33,21 @@ def setup_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
 
 
+@cache
+def native_bfloat16(device_type: str) -> bool:
+    """Whether the device multiplies bfloat16 natively: CUDA (assumed, as torch.optim.Muon does), or a CPU
+    with AVX512-BF16 or AMX. Elsewhere bfloat16 products are emulated, many times slower than float32."""
+    if device_type == "cuda":
+        return True
+    if device_type == "cpu":
+        capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # PyTorch 2.11 and later; else no
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain float32 elsewhere (this CPU has no fast bf16)."""
+    """bf16 autocast on CUDA; plain float32 elsewhere (on a CPU with native bfloat16, autocast left the
+    two-minute model's step as it was: 76-82 ms against 78-84 in float32)."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -18,23 +18,17 @@ It is written out here rather than taken from torch.optim.Muon for what matters 
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import torch
+
+from hellogpt.device import native_bfloat16
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's quintic: the steepest slope at 0 that still converges
 
 
-@cache
 def orthogonalisation_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 where the device multiplies it natively (on CUDA assumed, as torch.optim.Muon does), else float32."""
-    if device_type == "cuda":
-        return torch.bfloat16
-    if device_type == "cpu":
-        capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # PyTorch 2.11 and later; else float32
-        if capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"):
-            return torch.bfloat16
-    return torch.float32
+    """bfloat16 where the device multiplies it natively (device.native_bfloat16), else float32."""
+    return torch.bfloat16 if native_bfloat16(device_type) else torch.float32
 
 
 def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
