@@ -5,7 +5,7 @@ The validation tokens are cut into every non-overlapping window of `seq_len` tar
 
     loss           = sum of the target tokens' negative log-likelihood (nats) / number of targets
     perplexity     = exp(loss): the model is as unsure as a uniform choice among that many tokens
-    bits per byte  = the same sum / (ln 2 x the UTF-8 bytes those target tokens decode to)
+    bits per byte  = the same sum / (ln 2 x the UTF-8 bytes of text those target tokens stand for)
 
 Bits per byte does not depend on the tokenizer, so models with different vocabularies compare.
 
@@ -30,7 +30,7 @@ from hellogpt.device import autocast
 class EvalResult:
     nll: float  # summed negative log-likelihood of the target tokens, in nats
     tokens: int  # target tokens
-    bytes: int  # UTF-8 bytes the target tokens decode to
+    bytes: int  # UTF-8 bytes of text the target tokens stand for
 
     @property
     def loss(self) -> float:
@@ -49,8 +49,8 @@ class EvalResult:
 
 
 def token_byte_lengths(tokenizer) -> torch.Tensor:
-    """(V,) how many UTF-8 bytes each token id decodes to."""
-    return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.int64)
+    """(V,) how many UTF-8 bytes of text each token id stands for (Tokenizer.text_bytes)."""
+    return torch.tensor([tokenizer.text_bytes(i) for i in range(tokenizer.vocab_size)], dtype=torch.int64)
 
 
 @torch.no_grad()

@@ -114,8 +114,12 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: Path) -> None:
         )
     state = model.state_dict()
     tensors = {theirs: _as_gpt2(theirs, state[ours]).contiguous() for ours, theirs in tensor_names(model.config)}
+    # GPT-2's vocab.json and merges.txt cannot say "a space after each newline" (tokenizer.py), and
+    # transformers rebuilds a GPT2Tokenizer from them alone: a tokenizer with that step is declared as the
+    # generic class, which takes tokenizer.json as it is, and gets no vocab.json and merges.txt.
+    gpt2_files = not tokenizer.spaces_newlines
     tokenizer_config = {
-        "tokenizer_class": "GPT2Tokenizer",
+        "tokenizer_class": "GPT2Tokenizer" if gpt2_files else "PreTrainedTokenizerFast",
         "bos_token": EOT,
         "eos_token": EOT,
         "unk_token": EOT,
@@ -127,7 +131,8 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(gpt2_config(model, tokenizer.eot_id), indent=2) + "\n")
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         tokenizer.hf.save(str(tmp / "tokenizer.json"))
-        tokenizer.hf.model.save(str(tmp))  # vocab.json and merges.txt, for loaders without tokenizer.json
+        if gpt2_files:
+            tokenizer.hf.model.save(str(tmp))  # vocab.json and merges.txt, for loaders without tokenizer.json
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
