@@ -209,6 +209,7 @@ def test_bad_settings_are_refused(make_home, book, bad, match):
 def test_evaluate_matches_its_definition(make_home, book):
     """Loss and bits per byte, recomputed window by window from the definition in the issue."""
     from hellogpt.dataloader import prepare_tokens
+    from hellogpt.device import autocast
 
     home = make_home()
     result = train(tiny_config(max_steps=3), home, book)
@@ -224,7 +225,8 @@ def test_evaluate_matches_its_definition(make_home, book):
     with torch.no_grad():
         for i in range(n_windows):
             window = torch.from_numpy(val[i * T: i * T + T + 1].astype("int64"))
-            _, loss = model(window[None, :-1], window[None, 1:])
+            with autocast(torch.device("cpu")):  # the precision evaluation runs in (device.py)
+                _, loss = model(window[None, :-1], window[None, 1:])
             nll += loss.item() * T
     # The windows' targets are val[1 : n_windows * T + 1] back to back: the bytes are those of their text.
     # (The space that the tokenizer writes after a newline may fall just outside them at either end.)
@@ -238,9 +240,13 @@ def test_evaluate_matches_its_definition(make_home, book):
     assert result.val_loss == pytest.approx(got.loss, rel=1e-6)
 
 
-def test_gradient_accumulation_equals_the_bigger_batch(make_home, book):
+def test_gradient_accumulation_equals_the_bigger_batch(make_home, book, monkeypatch):
     """Batches of 8, or 2 micro-batches of 4 (the same 8 windows, drawn in turn): the same training.
-    With AdamW: Muon's bfloat16 orthogonalisation (where the CPU has it) would blur the float32 comparison to a few 1e-5."""
+    In float32 and with AdamW: bfloat16 products and Muon's bfloat16 orthogonalisation (where the CPU has
+    them) would blur the comparison to a few 1e-5."""
+    from hellogpt import device
+
+    monkeypatch.setattr(device, "native_bfloat16", lambda device_type: False)
     big, accumulated = make_home("big"), make_home("accumulated")
     train(tiny_config(max_steps=5, dropout=0.0, optimizer="adamw"), big, book)
     train(tiny_config(max_steps=5, dropout=0.0, optimizer="adamw", batch_size=4, grad_accum=2), accumulated, book)

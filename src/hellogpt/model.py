@@ -109,7 +109,7 @@ class CausalSelfAttention(nn.Module):
             weights = torch.softmax(scores, dim=-1)  # each row sums to 1
             y = weights @ v  # (B, H, T, D)
         elif past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+            y = causal_attention(q, k, v)  # (B, H, T, D)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees every cached one
         else:
@@ -117,6 +117,16 @@ class CausalSelfAttention(nn.Module):
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.proj(y), weights
+
+
+def causal_attention(q, k, v):
+    """softmax(q k^T / sqrt(D)) v, each query over its own and earlier positions: PyTorch's fused kernel.
+    Under bfloat16 autocast on a CPU it runs in float32, because there PyTorch's bfloat16 kernel is the
+    slower one (its backward pass 4 times slower than float32's, for the two-minute model)."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 def _causal_mask(T: int, past: int, device) -> torch.Tensor:
