@@ -52,7 +52,9 @@ class Config:
     muon_lr: float = 0.03  # Muon's peak learning rate
     min_lr_ratio: float = 0.0  # the learning rates decay linearly to their peak x min_lr_ratio
     warmup_steps: int = 50
-    weight_decay: float = 0.1  # on weight matrices and embeddings only (Muon and AdamW alike)
+    # On weight matrices and embeddings only (Muon and AdamW alike). The two-minute model passes over its book
+    # about 10 times, and overfits: 0.2 scored 0.007 bits per byte better than 0.1 at that length.
+    weight_decay: float = 0.2
     beta1: float = 0.9
     beta2: float = 0.95
     # Max global gradient norm; 0 turns clipping off. Off by default: Muon and AdamW bound their steps
