@@ -46,9 +46,9 @@ def test_the_model_trains_alike_either_way(make_gpt):
 def test_no_gradient_work_under_no_grad(monkeypatch):
     """Evaluation (torch.no_grad) computes the loss only, though the weights require gradients."""
     x, w, t = torch.randn(5, 4), torch.randn(7, 4, requires_grad=True), torch.randint(0, 7, (5,))
-    calls = []
-    addmm_ = torch.Tensor.addmm_
-    monkeypatch.setattr(torch.Tensor, "addmm_", lambda *a, **k: calls.append(1) or addmm_(*a, **k))
+    calls = []  # the gradient work writes into tensors (g[rows, targets] -= 1, dx[rows] = ...); the loss does not
+    setitem = torch.Tensor.__setitem__
+    monkeypatch.setattr(torch.Tensor, "__setitem__", lambda *a, **k: calls.append(1) or setitem(*a, **k))
     with torch.no_grad():
         loss = linear_cross_entropy(x, w, t)
     torch.testing.assert_close(loss, F.cross_entropy(x @ w.t(), t))

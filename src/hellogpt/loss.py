@@ -46,7 +46,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 if need_dx:
                     dx[start:start + rows] = g @ weight
                 if need_dw:
-                    dw.addmm_(g.t(), xs)
+                    dw += g.t() @ xs  # not addmm_: in-place products escape autocast (bfloat16 where the device has it)
         ctx.save_for_backward(dx, dw)
         ctx.n = x.size(0)
         return loss_sum / ctx.n
