@@ -4,7 +4,9 @@
     python benchmarks/train_speed.py --ablation      # also the textbook step, to see what each change brings
 
 MFU is the model's training FLOPs per second (GPT.flops_per_token x tokens/s) over the machine's
-measured float32 matmul peak (the best of several 2048 x 2048 matmuls on all threads). The two
+measured matmul peak (the best of several 2048 x 2048 matmuls on all threads) in the precision the
+step multiplies in: HelloGPT's step runs under device.autocast, bfloat16 on a CPU with native
+bfloat16 (whose bfloat16 peak is then the yardstick), the textbook step in float32. The two
 models are those of issue 4, dropout 0:
 
     (a) 4 layers, 4 heads, d_model 256, d_ffn 1024, context 128, vocabulary 8000, batch 32
@@ -35,6 +37,7 @@ from bench_models import SEED_MODEL
 
 from hellogpt.config import Config
 from hellogpt.dataloader import EpochSampler, windows
+from hellogpt.device import native_bfloat16
 from hellogpt.model import GPT, GPTConfig
 from hellogpt.optimizer import make_optimizer
 from hellogpt.train import optimizer_step
@@ -47,9 +50,9 @@ MODELS = {
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
-    """FLOP/s of the fastest of `repeats` n x n float32 matmuls."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(dtype=torch.float32, n: int = 2048, repeats: int = 20) -> float:
+    """FLOP/s of the fastest of `repeats` n x n matmuls in `dtype`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = min(_timed(lambda: a @ b)[0] for _ in range(repeats))
@@ -126,6 +129,8 @@ def main() -> None:
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     load_before = os.getloadavg()
     peak = matmul_peak()
+    bf16 = native_bfloat16("cpu")  # then HelloGPT's step multiplies in bfloat16 (device.autocast)
+    hellogpt_peak = matmul_peak(torch.bfloat16) if bf16 else peak
     variants = (["textbook", "textbook+fused_adamw"] if args.ablation else []) + ["hellogpt"]
     rows = []
     for key in args.models.split(","):
@@ -135,16 +140,19 @@ def main() -> None:
         if args.compile:
             rows.append(measure(key, "hellogpt", steps, compile_model=True))
     for row in rows:
-        row["mfu"] = row["flops_per_token"] * row["tokens_per_s"] / peak
+        row["precision"] = "bfloat16" if bf16 and row["variant"].startswith("hellogpt") else "float32"
+        row["mfu"] = row["flops_per_token"] * row["tokens_per_s"] / (
+            hellogpt_peak if row["precision"] == "bfloat16" else peak)
 
-    print(f"fp32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads; "
-          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
-    header = f"{'model':5} {'variant':28} {'ms/step':>9} {'best':>8} {'cpu ms':>8} {'tokens/s':>9} {'MFU':>6} " \
+    print(f"matmul peak (2048 x 2048) on {torch.get_num_threads()} threads: float32 {peak / 1e9:.1f} GFLOP/s"
+          + (f", bfloat16 {hellogpt_peak / 1e9:.1f} GFLOP/s (HelloGPT's step multiplies in bfloat16 here)"
+             if bf16 else "") + f"; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    header = f"{'model':5} {'variant':28} {'precision':9} {'ms/step':>9} {'best':>8} {'cpu ms':>8} {'tokens/s':>9} {'MFU':>6} " \
              f"{'vs nanoGPT':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:5} {r['variant']:28} {r['ms_per_step']:9.1f} {r['best_ms_per_step']:8.1f} "
+        print(f"{r['model']:5} {r['variant']:28} {r['precision']:9} {r['ms_per_step']:9.1f} {r['best_ms_per_step']:8.1f} "
               f"{r['cpu_ms_per_step']:8.1f} {r['tokens_per_s']:9,.0f} {r['mfu']:6.1%} "
               f"{r['speedup_vs_reference']:9.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +160,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "matmul_peak_flops": peak,
+        "bfloat16_matmul_peak_flops": hellogpt_peak if bf16 else None,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows,
     }, indent=2))
     print(f"Wrote {args.out}")

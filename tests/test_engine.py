@@ -166,7 +166,7 @@ def test_thread_count_is_restored(make_gpt, splitting_tokenizer):
 
 
 def stream_tokens(tokenizer: Tokenizer, ids: list[int], stop: tuple[str, ...] = ()) -> list[str]:
-    text = TextStream(stop, tokenizer.spaces_newlines)
+    text = TextStream(stop, tokenizer.spaced)
     pieces = [text.push(tokenizer.token_bytes(i)) for i in ids]
     return [p for p in pieces + [text.finish()] if p]
 
@@ -201,12 +201,13 @@ def test_any_text_streams_back_exactly(splitting_tokenizer, text):
         assert piece.encode("utf-8").decode("utf-8") == piece
 
 
-@given(st.lists(st.sampled_from(["\n", " ", "\n ", "the", " cat", "\n\n", "\t", "é"]) | st.text(max_size=4))
-       .map("".join))
+@given(st.lists(st.sampled_from(["\n", " ", "\n ", "“", "“ ", "the", " cat", "\n\n", "\t", "é"]) |
+                st.text(max_size=4)).map("".join))
 @settings(max_examples=150, deadline=None)
-def test_newlines_stream_back_without_the_tokenizers_space(small_tokenizer, text):
-    """The tokenizer writes a space after each newline (real merges hold it: "\n ", "\n \n "); the stream
-    takes it out again, also where the newline and its space arrive in different tokens."""
+def test_text_streams_back_without_the_tokenizers_spaces(small_tokenizer, text):
+    """The tokenizer writes a space after each newline and opening quotation mark (real merges hold it:
+    "\n ", "\n \n "); the stream takes it out again, also where the character and its space arrive in
+    different tokens."""
     assert "".join(stream_tokens(small_tokenizer, small_tokenizer.encode(text))) == text
 
 

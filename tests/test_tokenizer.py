@@ -25,29 +25,36 @@ def test_roundtrip_any_text(small_tokenizer, text):
     assert small_tokenizer.decode(small_tokenizer.encode(text)) == text
 
 
-def test_token_bytes_join_to_the_text_with_a_space_after_each_newline(small_tokenizer):
+def test_token_bytes_join_to_the_text_with_the_written_spaces(small_tokenizer):
     text = "Alice said “Oh dear!” 👍🏽\r\n\nThe end"
     ids = small_tokenizer.encode(text)
-    assert b"".join(small_tokenizer.token_bytes(i) for i in ids) == text.replace("\n", "\n ").encode()
+    written = text.replace("\n", "\n ").replace("“", "“ ")
+    assert b"".join(small_tokenizer.token_bytes(i) for i in ids) == written.encode()
 
 
-@given(texts)
+@given(texts, st.data())
 @settings(max_examples=300, deadline=None)
-def test_text_bytes_add_up_to_the_text(small_tokenizer, text):
-    """Bits per byte divide by these counts: over a whole text they are its UTF-8 bytes, the spaces that
-    the newlines brought not counted."""
-    assert sum(small_tokenizer.text_bytes(i) for i in small_tokenizer.encode(text)) == len(text.encode())
+def test_text_bytes_add_up_to_the_text_wherever_it_is_cut(small_tokenizer, text, data):
+    """Bits per byte divide by these counts (evaluate.target_bytes, window by window): the text's own UTF-8
+    bytes, the spaces the tokenizer wrote not counted, whichever token holds them."""
+    ids = small_tokenizer.encode(text)
+    assert small_tokenizer.text_bytes(ids) == len(text.encode())
+    if len(ids) > 1:
+        cut = data.draw(st.integers(1, len(ids) - 1))
+        head, tail = small_tokenizer.text_bytes(ids[:cut]), small_tokenizer.text_bytes(ids[cut:], after=ids[cut - 1])
+        assert head + tail == len(text.encode())
 
 
-def test_a_word_after_a_newline_is_the_same_token_as_after_a_space(small_tokenizer):
-    """Books are hard-wrapped: the word that starts a line is the same word (and token) as mid-line."""
+def test_a_word_after_a_newline_or_a_quotation_mark_is_the_same_token_as_after_a_space(small_tokenizer):
+    """Books are hard-wrapped: the word that starts a line (or a quotation) is the same word and token as
+    mid-line."""
     words = small_tokenizer.encode(" the Queen said")
-    assert small_tokenizer.encode("said\nthe Queen said")[-len(words):] == words
-    assert small_tokenizer.encode("said the Queen said")[-len(words):] == words
+    for before in ("said\n", "said “", "said "):
+        assert small_tokenizer.encode(before + "the Queen said")[-len(words):] == words
 
 
-def test_a_tokenizer_saved_without_the_newline_step_works_as_before(small_tokenizer, tmp_path):
-    """tokenizer.json files from before the newline step (and GPT-2's) keep their exact ids and byte counts."""
+def test_a_tokenizer_saved_without_the_spaces_works_as_before(small_tokenizer, tmp_path):
+    """tokenizer.json files from before the written spaces (and GPT-2's) keep their exact ids and byte counts."""
     from tokenizers import decoders
 
     hf = small_tokenizer.hf.from_str(small_tokenizer.hf.to_str())
@@ -55,12 +62,12 @@ def test_a_tokenizer_saved_without_the_newline_step_works_as_before(small_tokeni
     hf.decoder = decoders.ByteLevel()
     hf.save(str(tmp_path / "tokenizer.json"))
     old = load_tokenizer(tmp_path / "tokenizer.json")
-    text = "said\nthe Queen\n"
+    text = "said\n“the Queen”\n"
     ids = old.encode(text)
-    assert not old.spaces_newlines and small_tokenizer.spaces_newlines
+    assert old.spaced == () and small_tokenizer.spaced == ("\n", "“")
     assert old.decode(ids) == text
     assert b"".join(old.token_bytes(i) for i in ids) == text.encode()
-    assert sum(old.text_bytes(i) for i in ids) == len(text.encode())
+    assert old.text_bytes(ids) == len(text.encode())
 
 
 @given(st.lists(st.sampled_from(["word", " word", "\n", "\n\n", " ", "  ", "\t", "\r", "“", "é", "'s", "9", "\u2028",

@@ -89,13 +89,13 @@ class TextStream:
     """Token bytes in, printable text out: only complete UTF-8 characters, and never the start
     of a stop string before it is known not to be one."""
 
-    def __init__(self, stop: tuple[str, ...] = (), spaces_newlines: bool = False):
+    def __init__(self, stop: tuple[str, ...] = (), spaced: tuple[str, ...] = ()):
         # "replace" only ever applies to bytes that can never become valid UTF-8; an unfinished
         # character at the end is held back until its remaining bytes arrive.
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = stop
-        self.spaces_newlines = spaces_newlines  # the tokenizer's space after each newline is taken out
-        self.after_newline = False
+        self.spaced = spaced  # the characters after which the tokenizer wrote a space, to be taken out
+        self.after_spaced = False  # the text so far ends with one of them
         self.pending = ""  # decoded text not yet released (it may begin a stop string)
         self.text = ""  # all text released so far
         self.stopped = False
@@ -104,7 +104,7 @@ class TextStream:
         """Feed bytes; return the text that is now safe to show."""
         if self.stopped:
             return ""
-        self.pending += self._without_newline_spaces(self.decoder.decode(data, final=final))
+        self.pending += self._without_spaces(self.decoder.decode(data, final=final))
         release = len(self.pending)
         for stop in self.stop:
             at = self.pending.find(stop)
@@ -119,15 +119,18 @@ class TextStream:
         self.text += out
         return out
 
-    def _without_newline_spaces(self, text: str) -> str:
-        """As the tokenizer's decoder does it, but across pieces: the space just after each newline goes."""
-        if not (self.spaces_newlines and text):
+    def _without_spaces(self, text: str) -> str:
+        """As the tokenizer's decoder does it, but across pieces: the space just after each spaced character
+        goes, also when that character ended the previous piece."""
+        if not (self.spaced and text):
             return text
-        ends_with_newline = text.endswith("\n")
-        if self.after_newline and text.startswith(" "):
+        ends_spaced = text.endswith(self.spaced)
+        if self.after_spaced and text.startswith(" "):
             text = text[1:]
-        self.after_newline = ends_with_newline
-        return text.replace("\n ", "\n")
+        self.after_spaced = ends_spaced
+        for ch in self.spaced:
+            text = text.replace(ch + " ", ch)
+        return text
 
     def finish(self) -> str:
         """Flush at the end: an unfinished character becomes U+FFFD, held-back text is released."""
@@ -166,7 +169,7 @@ class Engine:
         if not ids:
             raise UserError("The prompt is empty: type some text for the model to continue, e.g. \"Elizabeth\".")
         self.last = stats = Generation()
-        text = TextStream(settings.stop, self.tokenizer.spaces_newlines)
+        text = TextStream(settings.stop, self.tokenizer.spaced)
         started = time.perf_counter()
         try:
             for token in self.tokens(ids, settings, stats):

@@ -48,9 +48,10 @@ class EvalResult:
         return {**asdict(self), "loss": self.loss, "perplexity": self.perplexity, "bits_per_byte": self.bits_per_byte}
 
 
-def token_byte_lengths(tokenizer) -> torch.Tensor:
-    """(V,) how many UTF-8 bytes of text each token id stands for (Tokenizer.text_bytes)."""
-    return torch.tensor([tokenizer.text_bytes(i) for i in range(tokenizer.vocab_size)], dtype=torch.int64)
+def target_bytes(tokenizer, x: torch.Tensor, y: torch.Tensor) -> int:
+    """UTF-8 bytes of text the targets y (B, T) stand for, each row read after its window's first input
+    token (a space the tokenizer wrote after a character in that token is not counted; Tokenizer.text_bytes)."""
+    return sum(tokenizer.text_bytes(row, after=first) for first, row in zip(x[:, 0].tolist(), y.tolist()))
 
 
 @torch.no_grad()
@@ -62,7 +63,6 @@ def evaluate(model, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int
     rank; the ranks' sums add up to the whole (distributed.all_sum)."""
     was_training = model.training
     model.eval()
-    byte_lengths = token_byte_lengths(tokenizer).to(device)
     device = torch.device(device)
     nll, n_tokens, n_bytes = 0.0, 0, 0
     for i, (x, y) in enumerate(sequential_batches(tokens, batch_size, seq_len, device)):  # (B, T) each
@@ -72,7 +72,7 @@ def evaluate(model, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int
             _, loss = model(x, y, return_logits=False)  # mean over the B x T targets, no (B, T, V) logits held
         nll += loss.item() * y.numel()
         n_tokens += y.numel()
-        n_bytes += int(byte_lengths[y].sum())
+        n_bytes += target_bytes(tokenizer, x, y)
     model.train(was_training)
     return EvalResult(nll, n_tokens, n_bytes)
 

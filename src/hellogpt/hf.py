@@ -117,7 +117,7 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: Path) -> None:
     # GPT-2's vocab.json and merges.txt cannot say "a space after each newline" (tokenizer.py), and
     # transformers rebuilds a GPT2Tokenizer from them alone: a tokenizer with that step is declared as the
     # generic class, which takes tokenizer.json as it is, and gets no vocab.json and merges.txt.
-    gpt2_files = not tokenizer.spaces_newlines
+    gpt2_files = not tokenizer.spaced
     tokenizer_config = {
         "tokenizer_class": "GPT2Tokenizer" if gpt2_files else "PreTrainedTokenizerFast",
         "bos_token": EOT,

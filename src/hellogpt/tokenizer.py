@@ -4,12 +4,15 @@ Text is first turned into bytes, so every string is representable and
 `decode(encode(s)) == s` holds for any valid Unicode. Merges are learned from the
 books. `<|endoftext|>` separates documents. Saved as artifacts/tokenizer/tokenizer.json.
 
-One step comes before the bytes: every newline is written as a newline and a space,
-and decoding takes that space out again. Books are hard-wrapped, so a newline is
-mostly where a printed line ended, and the word after it would otherwise be another
-token ("word") than the same word anywhere else (" word"): two embeddings to learn
-from half the examples each. With the space, a word is one token wherever it falls.
-On the two-minute model this is worth about 0.03 bits per byte (benchmarks/RESULTS.md).
+One step comes before the bytes: after every newline and every opening quotation
+mark (`“`) the tokenizer writes a space, and decoding takes that space out again.
+Books are hard-wrapped, so a newline mostly marks where a printed line ended, and
+the word after it, as the first word of a quotation, would otherwise be another
+token ("word") than the same word anywhere else (" word"): two embeddings for one
+word, the second learned from a fraction of its examples. With the space, a word is
+one token wherever it falls. On the two-minute model this is worth about 0.04 bits
+per byte (benchmarks/RESULTS.md). Bits per byte count the text's own bytes
+(`text_bytes`), never these spaces.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -33,7 +37,7 @@ from hellogpt.fileio import atomic_path
 from hellogpt.paths import Home
 
 EOT = "<|endoftext|>"
-NEWLINE_SPACE = {"type": "Replace", "pattern": {"String": "\n"}, "content": "\n "}  # the normalizer, as saved
+SPACED = ("\n", "\u201c")  # newline and the opening quotation mark: a space goes after each (see above)
 
 
 class Tokenizer:
@@ -44,8 +48,9 @@ class Tokenizer:
         self.fingerprint = fingerprint  # sha256 of tokenizer.json: checkpoints remember which tokenizer they need
         self.eot_id = hf.token_to_id(EOT)
         self.vocab_size = hf.get_vocab_size()
-        # Tokenizers saved before the newline step (and GPT-2's) have none: they stay exactly as they were.
-        self.spaces_newlines = json.loads(hf.to_str())["normalizer"] == NEWLINE_SPACE
+        # The characters this tokenizer writes a space after. Tokenizers saved before that step (and GPT-2's)
+        # have none: they stay exactly as they were.
+        self.spaced = SPACED if json.loads(hf.to_str())["normalizer"] == _spacing_normalizer_json() else ()
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
@@ -64,16 +69,28 @@ class Tokenizer:
         return self.hf.decode(list(ids), skip_special_tokens=False)
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes one token stands for (a token may hold part of a UTF-8 character), with the space
-        that follows each newline (see the module docstring)."""
-        return bytes(_BYTE_DECODER[ch] for ch in self.hf.id_to_token(token_id)) if token_id != self.eot_id \
-            else EOT.encode()
+        """The raw bytes one token stands for (a token may hold part of a UTF-8 character), including the
+        spaces the tokenizer writes after newlines and opening quotation marks (see the module docstring)."""
+        return self._byte_table[token_id]
 
-    def text_bytes(self, token_id: int) -> int:
-        """How many bytes of the text the token accounts for: its bytes, less the space each of its newlines
-        brought (that space may be in the next token, but over a whole text the counts add up exactly)."""
-        raw = self.token_bytes(token_id)
-        return len(raw) - raw.count(b"\n") if self.spaces_newlines else len(raw)
+    @cached_property
+    def _byte_table(self) -> list[bytes]:
+        return [bytes(_BYTE_DECODER[ch] for ch in self.hf.id_to_token(i)) if i != self.eot_id else EOT.encode()
+                for i in range(self.vocab_size)]
+
+    def text_bytes(self, ids: Iterable[int], after: int | None = None) -> int:
+        """How many UTF-8 bytes of text the tokens `ids` stand for: their bytes without the spaces the
+        tokenizer wrote. A space may belong to a character in the token before, so that token is `after`."""
+        head = self.token_bytes(after) if after is not None else b""
+        whole = head + b"".join(self.token_bytes(i) for i in ids)
+        return len(self.without_spaces(whole)) - len(self.without_spaces(head))
+
+    def without_spaces(self, data: bytes) -> bytes:
+        """Raw token bytes back to the text's bytes: one space out after each spaced character, as the decoder
+        does (for bytes, so that a character split across tokens is handled too)."""
+        for ch in self.spaced:
+            data = data.replace((ch + " ").encode(), ch.encode())
+        return data
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -125,10 +142,23 @@ def _next_safe_cut(text: str, i: int) -> int:
 
 def new_bpe() -> HFTokenizer:
     tok = HFTokenizer(models.BPE())
-    tok.normalizer = normalizers.Replace("\n", "\n ")  # see the module docstring
+    tok.normalizer = _spacing_normalizer()  # see the module docstring
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("\n ", "\n")])
+    # Each replacement takes out exactly the space written after its character: nothing else can follow it.
+    tok.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(ch + " ", ch) for ch in SPACED])
     return tok
+
+
+def _spacing_normalizer():
+    return normalizers.Sequence([normalizers.Replace(ch, ch + " ") for ch in SPACED])
+
+
+@cache
+def _spacing_normalizer_json() -> dict:
+    """The normalizer as tokenizer.json stores it, to recognise tokenizers that have it."""
+    tok = HFTokenizer(models.BPE())
+    tok.normalizer = _spacing_normalizer()
+    return json.loads(tok.to_str())["normalizer"]
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, show_progress: bool = True) -> HFTokenizer:
