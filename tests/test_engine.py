@@ -211,6 +211,18 @@ def test_text_streams_back_without_the_tokenizers_spaces(small_tokenizer, text):
     assert "".join(stream_tokens(small_tokenizer, small_tokenizer.encode(text))) == text
 
 
+def test_after_a_prompt_ending_in_a_newline_the_first_word_streams_without_the_written_space(
+        make_gpt, small_tokenizer, monkeypatch):
+    """The prompt "said\n" leaves the written space to the next word (Tokenizer.encode_prompt): the model's
+    " the" must show as "the", right after the newline."""
+    engine = engine_for(make_gpt, small_tokenizer)
+    ids = small_tokenizer.encode(" the Queen")
+    seen = {}
+    monkeypatch.setattr(engine, "tokens", lambda prompt_ids, settings, stats=None: seen.update(p=prompt_ids) or iter(ids))
+    assert "".join(engine.stream("said\n", Settings(max_new_tokens=len(ids)))) == "the Queen"
+    assert small_tokenizer.decode(seen["p"] + ids) == "said\nthe Queen"
+
+
 def test_the_engine_streams_multi_byte_text_unbroken(make_gpt, splitting_tokenizer, monkeypatch):
     """The engine's own stream, with the model's choices replaced by the tokens of a known text."""
     engine = engine_for(make_gpt, splitting_tokenizer)

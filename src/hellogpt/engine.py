@@ -89,13 +89,13 @@ class TextStream:
     """Token bytes in, printable text out: only complete UTF-8 characters, and never the start
     of a stop string before it is known not to be one."""
 
-    def __init__(self, stop: tuple[str, ...] = (), spaced: tuple[str, ...] = ()):
+    def __init__(self, stop: tuple[str, ...] = (), spaced: tuple[str, ...] = (), after_spaced: bool = False):
         # "replace" only ever applies to bytes that can never become valid UTF-8; an unfinished
         # character at the end is held back until its remaining bytes arrive.
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = stop
         self.spaced = spaced  # the characters after which the tokenizer wrote a space, to be taken out
-        self.after_spaced = False  # the text so far ends with one of them
+        self.after_spaced = after_spaced  # the text so far (the prompt, at first) ends with one of them
         self.pending = ""  # decoded text not yet released (it may begin a stop string)
         self.text = ""  # all text released so far
         self.stopped = False
@@ -165,11 +165,11 @@ class Engine:
 
     def stream(self, prompt: str, settings: Settings) -> Iterator[str]:
         """Yield the continuation of `prompt` piece by piece; `self.last` holds the stats."""
-        ids = self.tokenizer.encode(prompt)
+        ids = self.tokenizer.encode_prompt(prompt)
         if not ids:
             raise UserError("The prompt is empty: type some text for the model to continue, e.g. \"Elizabeth\".")
         self.last = stats = Generation()
-        text = TextStream(settings.stop, self.tokenizer.spaced)
+        text = TextStream(settings.stop, self.tokenizer.spaced, after_spaced=prompt.endswith(self.tokenizer.spaced))
         started = time.perf_counter()
         try:
             for token in self.tokens(ids, settings, stats):

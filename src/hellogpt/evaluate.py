@@ -5,7 +5,8 @@ The validation tokens are cut into every non-overlapping window of `seq_len` tar
 
     loss           = sum of the target tokens' negative log-likelihood (nats) / number of targets
     perplexity     = exp(loss): the model is as unsure as a uniform choice among that many tokens
-    bits per byte  = the same sum / (ln 2 x the UTF-8 bytes of text those target tokens stand for)
+    bits per byte  = the same sum / (ln 2 x the UTF-8 bytes of text those target tokens stand for,
+                     without the spaces the tokenizer writes: Tokenizer.text_byte_counts)
 
 Bits per byte does not depend on the tokenizer, so models with different vocabularies compare.
 
@@ -48,12 +49,6 @@ class EvalResult:
         return {**asdict(self), "loss": self.loss, "perplexity": self.perplexity, "bits_per_byte": self.bits_per_byte}
 
 
-def target_bytes(tokenizer, x: torch.Tensor, y: torch.Tensor) -> int:
-    """UTF-8 bytes of text the targets y (B, T) stand for, each row read after its window's first input
-    token (a space the tokenizer wrote after a character in that token is not counted; Tokenizer.text_bytes)."""
-    return sum(tokenizer.text_bytes(row, after=first) for first, row in zip(x[:, 0].tolist(), y.tolist()))
-
-
 @torch.no_grad()
 def evaluate(model, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int = 16, device="cpu",
              rank: int = 0, world_size: int = 1) -> EvalResult:
@@ -65,14 +60,17 @@ def evaluate(model, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int
     model.eval()
     device = torch.device(device)
     nll, n_tokens, n_bytes = 0.0, 0, 0
-    for i, (x, y) in enumerate(sequential_batches(tokens, batch_size, seq_len, device)):  # (B, T) each
+    # Bytes of text per token (Tokenizer.text_byte_counts), cut into the same windows as the tokens.
+    byte_counts = sequential_batches(tokenizer.text_byte_counts(tokens), batch_size, seq_len)
+    for i, ((x, y), (_, y_bytes)) in enumerate(zip(sequential_batches(tokens, batch_size, seq_len, device),
+                                                   byte_counts)):  # (B, T) each
         if i % world_size != rank:
             continue
         with autocast(device):
             _, loss = model(x, y, return_logits=False)  # mean over the B x T targets, no (B, T, V) logits held
         nll += loss.item() * y.numel()
         n_tokens += y.numel()
-        n_bytes += target_bytes(tokenizer, x, y)
+        n_bytes += int(y_bytes.sum())
     model.train(was_training)
     return EvalResult(nll, n_tokens, n_bytes)
 

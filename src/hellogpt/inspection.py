@@ -84,7 +84,7 @@ class Inspection:
 
 def encode_prompt(tokenizer, prompt: str, max_seq_len: int) -> list[int]:
     """The prompt's token ids, or a clear error if it is empty or does not fit the context."""
-    ids = tokenizer.encode(prompt)
+    ids = tokenizer.encode_prompt(prompt)
     if not ids:
         raise UserError('The prompt is empty. Give some text to look at, e.g. `hellogpt inspect "Elizabeth"`.')
     if len(ids) > max_seq_len:

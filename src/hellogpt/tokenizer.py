@@ -12,7 +12,7 @@ token ("word") than the same word anywhere else (" word"): two embeddings for on
 word, the second learned from a fraction of its examples. With the space, a word is
 one token wherever it falls. On the two-minute model this is worth about 0.04 bits
 per byte (benchmarks/RESULTS.md). Bits per byte count the text's own bytes
-(`text_bytes`), never these spaces.
+(`text_byte_counts`), never these spaces.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import hashlib
 import json
 import shutil
 import time
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -50,10 +50,20 @@ class Tokenizer:
         self.vocab_size = hf.get_vocab_size()
         # The characters this tokenizer writes a space after. Tokenizers saved before that step (and GPT-2's)
         # have none: they stay exactly as they were.
-        self.spaced = SPACED if json.loads(hf.to_str())["normalizer"] == _spacing_normalizer_json() else ()
+        self.spaced = _spaced_characters(json.loads(hf.to_str())["normalizer"])
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """The ids of a prompt to continue. A prompt that ends in a spaced character would end in the space
+        written after it, where training text has that space on the next word (" word"): it is left out
+        here, and the stream of the continuation leaves it out of the first word (engine.TextStream)."""
+        ids = self.encode(text)
+        if ids and text.endswith(self.spaced):
+            last = self.hf.id_to_token(ids[-1])  # byte-level symbols, ending in the written space "Ġ"
+            ids = ids[:-1] + [t.id for t in self.hf.model.tokenize(last[:-1])] if last[:-1] else ids[:-1]
+        return ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # The "fast" variant skips computing character offsets, which HelloGPT never uses.
@@ -78,19 +88,22 @@ class Tokenizer:
         return [bytes(_BYTE_DECODER[ch] for ch in self.hf.id_to_token(i)) if i != self.eot_id else EOT.encode()
                 for i in range(self.vocab_size)]
 
-    def text_bytes(self, ids: Iterable[int], after: int | None = None) -> int:
-        """How many UTF-8 bytes of text the tokens `ids` stand for: their bytes without the spaces the
-        tokenizer wrote. A space may belong to a character in the token before, so that token is `after`."""
-        head = self.token_bytes(after) if after is not None else b""
-        whole = head + b"".join(self.token_bytes(i) for i in ids)
-        return len(self.without_spaces(whole)) - len(self.without_spaces(head))
-
-    def without_spaces(self, data: bytes) -> bytes:
-        """Raw token bytes back to the text's bytes: one space out after each spaced character, as the decoder
-        does (for bytes, so that a character split across tokens is handled too)."""
+    def text_byte_counts(self, ids) -> np.ndarray:
+        """(len(ids),) how many UTF-8 bytes of text each token of a token stream stands for: its bytes, less
+        the spaces written in it. Which space was written depends on what came before (the spaced character
+        may end the previous token, or be split across tokens), so this reads the whole stream at once."""
+        pieces = [self.token_bytes(int(i)) for i in ids]
+        counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
+        data, ends = b"".join(pieces), np.cumsum(counts)  # ends[k]: the byte offset where token k ends
         for ch in self.spaced:
-            data = data.replace((ch + " ").encode(), ch.encode())
-        return data
+            pattern = ch.encode()
+            at = data.find(pattern)
+            while at != -1:
+                written = at + len(pattern)
+                if data[written:written + 1] == b" ":  # as the decoder: a space right after it, if any
+                    counts[np.searchsorted(ends, written, side="right")] -= 1
+                at = data.find(pattern, written)
+        return counts
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -132,9 +145,11 @@ def split_for_encoding(text: str, size: int = 1 << 16) -> list[str]:
 
 
 def _next_safe_cut(text: str, i: int) -> int:
-    """The first index >= i of a "\n" between two non-whitespace characters, else -1."""
+    """The first index >= i of a "\n" between two non-whitespace characters, else -1; the one before must not
+    be spaced either (its written space would join the newline's pre-token in the whole text)."""
     while (newline := text.find("\n", i)) != -1:
-        if 0 < newline < len(text) - 1 and not text[newline - 1].isspace() and not text[newline + 1].isspace():
+        if 0 < newline < len(text) - 1 and not text[newline - 1].isspace() and not text[newline + 1].isspace() \
+                and text[newline - 1] not in SPACED:
             return newline
         i = newline + 1
     return -1
@@ -153,12 +168,13 @@ def _spacing_normalizer():
     return normalizers.Sequence([normalizers.Replace(ch, ch + " ") for ch in SPACED])
 
 
-@cache
-def _spacing_normalizer_json() -> dict:
-    """The normalizer as tokenizer.json stores it, to recognise tokenizers that have it."""
-    tok = HFTokenizer(models.BPE())
-    tok.normalizer = _spacing_normalizer()
-    return json.loads(tok.to_str())["normalizer"]
+def _spaced_characters(normalizer: dict | None) -> tuple[str, ...]:
+    """The characters a saved normalizer writes a space after: each of its steps replaces a string by itself
+    and a space. Any other normalizer (or none) writes nothing that HelloGPT would have to take out."""
+    steps = normalizer["normalizers"] if normalizer and normalizer["type"] == "Sequence" else [normalizer]
+    spaced = tuple(step["pattern"]["String"] for step in steps if step and step["type"] == "Replace"
+                   and "String" in step["pattern"] and step["content"] == step["pattern"]["String"] + " ")
+    return spaced if len(spaced) == len(steps) else ()
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, show_progress: bool = True) -> HFTokenizer:
