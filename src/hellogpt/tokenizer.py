@@ -157,15 +157,11 @@ def _next_safe_cut(text: str, i: int) -> int:
 
 def new_bpe() -> HFTokenizer:
     tok = HFTokenizer(models.BPE())
-    tok.normalizer = _spacing_normalizer()  # see the module docstring
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(ch, ch + " ") for ch in SPACED])  # see above
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     # Each replacement takes out exactly the space written after its character: nothing else can follow it.
     tok.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(ch + " ", ch) for ch in SPACED])
     return tok
-
-
-def _spacing_normalizer():
-    return normalizers.Sequence([normalizers.Replace(ch, ch + " ") for ch in SPACED])
 
 
 def _spaced_characters(normalizer: dict | None) -> tuple[str, ...]:
