@@ -229,7 +229,8 @@ def test_evaluate_matches_its_definition(make_home, book):
                 _, loss = model(window[None, :-1], window[None, 1:])
             nll += loss.item() * T
     # The windows' targets are val[1 : n_windows * T + 1] back to back: the bytes are those of their text.
-    # (The space that the tokenizer writes after a newline may fall just outside them at either end.)
+    # (A space the tokenizer wrote after a newline or quotation mark ending val[0] is in val[1] but not in this
+    # slice's text, so the two counts may differ by that byte.)
     n_bytes = len(tokenizer.decode(val[1: n_windows * T + 1].tolist()).encode())
     got = evaluate(model, val, tokenizer, T, batch_size=5)
     assert got.tokens == n_windows * T

@@ -12,7 +12,8 @@ It is written out here rather than taken from torch.optim.Muon for what matters 
   two-minute model's 16 matrices alone took 486 ms per step, this whole Muon step in float32 19 ms. Here
   bfloat16 is used only where the hardware has it (CUDA, or a CPU with AVX512-BF16 or AMX).
 - It orthogonalises all the matrices of one shape in one batched product: its step for the two-minute
-  model's 16 matrices took 14 ms against torch.optim.Muon's 23 ms (two threads, native bfloat16).
+  model's 16 matrices took 14.6 ms against torch.optim.Muon's 22.3 ms (medians, two threads, native
+  bfloat16; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
