@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -149,6 +150,29 @@ def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_he
     assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-4, (a, b)
     assert abs(records(homes["one"], "val")[-1]["loss"] - records(homes["two"], "val")[-1]["loss"]) <= 1e-4
     assert serials(homes["two"].model_dir("hellogpt")) == [1]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the threads from Linux's /proc")
+def test_torchrun_shutdown_ends_gloo_threads(tmp_path):
+    """After distributed.shutdown() no gloo thread is left: one that lived on into interpreter exit could
+    abort a rank that had finished its work (SIGABRT, "terminate called without an active exception")."""
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent("""
+        import os, torch
+        from torch.nn.parallel import DistributedDataParallel
+        from hellogpt import distributed
+        ctx = distributed.init(torch.device("cpu"))
+        DistributedDataParallel(torch.nn.Linear(4, 4))
+        distributed.shutdown()
+        names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+        print(f"rank {ctx.rank} gloo threads: {[n for n in names if 'gloo' in n]}", flush=True)
+    """))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **ONE_THREAD})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(run.stdout.splitlines()) == ["rank 0 gloo threads: []", "rank 1 gloo threads: []"], run.stdout
 
 
 def test_settings_file_and_flags(home, book, tmp_path, capsys, monkeypatch):

@@ -50,6 +50,12 @@ def init(device: torch.device) -> Dist:
         return Dist()
     env = {k: int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     if not dist.is_initialized():
+        # torch.distributed.nn's functions take `group=group.WORLD` as a default argument, evaluated on
+        # import. DistributedDataParallel imports that module (through torch._dynamo) on first use; after
+        # the group exists, those defaults would hold it for the life of the process, destroy_process_group
+        # could not free it, and gloo's threads would live on into interpreter exit, where a rank can abort
+        # ("terminate called without an active exception"). Imported first, the defaults hold None.
+        import torch.distributed.nn  # noqa: F401
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"])
 

@@ -398,8 +398,8 @@ def train(config: Config, home: Home, data_path: Path, resume: bool = False, giv
     ctx = distributed.init(device)
     try:
         result = _train(config, home, Path(data_path), resume, given, yes, display, device, ctx)
-        # Wait until rank 0 has written its files: a rank that tears gloo down while a peer is still
-        # connected can abort the process ("terminate called without an active exception").
+        # Every rank leaves together, once rank 0 has written its files: none closes its connections
+        # while a peer may still be using them.
         distributed.barrier(ctx)
         return result
     finally:
