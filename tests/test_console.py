@@ -234,3 +234,21 @@ def test_new_user_on_a_terminal(tmp_path, corpus_dir):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_default_training_is_sized_for_this_machine(tmp_path, book, tokenizer_file):
+    """No shape flags: the application times the sizes, says which it took, shows that model, trains it."""
+    home = Home(tmp_path / "home")
+    home.data_dir.mkdir(parents=True)
+    shutil.copy(book, home.data_dir / book.name)
+    home.tokenizer_dir.mkdir(parents=True)
+    shutil.copy(tokenizer_file, home.tokenizer_path)
+    r = app(home, "--time", "3", "--eval-every", "0", answers="y\nX\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    size = int(re.search(r"^Size (\d+) for this run: ", r.stdout, re.MULTILINE).group(1))
+    assert r.stdout.index("Size ") < r.stdout.index("Training would use:")  # decided before it is shown
+    assert f"parameters (size {size})" in r.stdout and f" size={size} " in r.stdout  # shown, then trained
+    assert r.stdout.count("for this run: ") == 1  # timed once, not again by training
+    from hellogpt.checkpoint_manager import load_checkpoint
+
+    assert load_checkpoint(home.model_dir("hellogpt") / "serial_1.pt")["config"]["size"] == size

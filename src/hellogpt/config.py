@@ -34,7 +34,7 @@ class Config:
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
     # --- model (see model.py) ---
-    size: int = 4  # one dial for the fields below that are 0: see size_settings()
+    size: int = 4  # one dial for the fields below that are 0: see size_settings(); on a time budget, sizing.py
     max_seq_len: int = 0  # context length
     d_model: int = 0
     n_layers: int = 0
@@ -76,7 +76,8 @@ class Config:
     def __post_init__(self):
         if self.size < 1:
             raise UserError(f"Setting size = {self.size!r} is out of range: it must be 1 or more (4 is the "
-                            "two-minute model). Fix --size or the config file.")
+                            "default; a run on a time budget picks its own unless told). Fix --size or the "
+                            "config file.")
         for name, value in size_settings(self.size).items():
             if not getattr(self, name):
                 setattr(self, name, value)
@@ -112,9 +113,9 @@ class Config:
 def size_settings(size: int) -> dict:
     """The model's shape and AdamW's learning rate for --size N, one consistent family (as nanochat's depth):
     N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 8 N tokens,
-    and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters, context 32) is the
-    two-minute model of benchmarks/quality.py: on one book in two minutes of a 2-core CPU, a bigger or
-    longer-context model sees too few tokens to catch up (benchmarks/RESULTS.md)."""
+    and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters) is the two-minute model of a
+    2-core CPU with bfloat16 on Pride and Prejudice, size 3 (0.5 M) of one without: a run on a time budget
+    takes the largest size that sees enough tokens on its machine (sizing.py; benchmarks/RESULTS.md)."""
     return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=8 * size,
                 lr=3e-3 * math.sqrt(4 / size))
 
@@ -139,6 +140,8 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
             continue  # every command that takes it declares --model-name itself
         default = f.default
         shown = "from --size" if f.name in size_settings(1) else default
+        if f.name == "size":
+            shown = f"{default}; with a time budget, the largest that sees enough tokens on this machine"
         if f.name == "time":
             shown = f"{DEFAULT_TIME:g} when no run length is given"
         if f.name == "epochs":

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from hellogpt.config import Config, config_from_args
+from hellogpt.config import Config, config_from_args, given_settings_from_args
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
 
@@ -119,13 +119,22 @@ def ensure_model(home: Home, args, config: Config) -> None:
     from rich.table import Table
 
     from hellogpt.dataloader import num_windows, prepare_tokens
+    from hellogpt.device import pick_device
+    from hellogpt.distributed import Dist
     from hellogpt.model import GPT
-    from hellogpt.train import check_settings, plan_for, train
+    from hellogpt.sizing import fit_size, should_fit
+    from hellogpt.train import check_settings, plan_for, prepare_device, train
 
     check_settings(config)  # a bad setting is reported now, not after the questions
     books = ensure_books(home, args)
     tokenizer = ensure_tokenizer(home, args, config, books)
     data = prepare_tokens(home, books, tokenizer, config.val_fraction)
+    given = given_settings_from_args(args)
+    if should_fit(given, config):  # the size for this machine and these books, shown before training
+        device = pick_device(config.device)
+        prepare_device(device, Dist())
+        config = fit_size(config, len(data.train), tokenizer.vocab_size, device, print)
+        given = {**given, "size": config.size}  # decided: training takes it as given
     params = GPT(config.model_config(tokenizer.vocab_size)).num_params()
     T = config.max_seq_len
     plan = plan_for(config, len(data.train), config.batch_size * T * config.grad_accum)
@@ -156,7 +165,7 @@ def ensure_model(home: Home, args, config: Config) -> None:
           "(--config FILE).")
     if not ask(f"Train '{config.model_name}' now? (Ctrl-C stops and saves)", args.yes):
         raise Declined(f"Train it with `hellogpt train --model-name {config.model_name}`, then run me again.")
-    train(config, home, books, yes=bool(args.yes))  # a Ctrl-C saves, and the prompt loop uses what was saved
+    train(config, home, books, given=given, yes=bool(args.yes))  # a Ctrl-C saves; the prompt loop uses what was saved
 
 
 @dataclass

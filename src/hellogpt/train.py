@@ -56,6 +56,7 @@ from hellogpt.model import GPT
 from hellogpt.optimizer import make_optimizer
 from hellogpt.paths import Home
 from hellogpt.plots import METRICS_FILE, PLOT_FILE, plot_loss_curve
+from hellogpt.sizing import fit_size, should_fit
 
 # --resume takes these from the command line when given; every other setting comes from the checkpoint.
 SESSION_SETTINGS = RUN_LENGTH + ("eval_every", "save_every")
@@ -372,6 +373,13 @@ def describe_settings(config: Config) -> str:
     return " ".join(f"{k}={v}" for k, v in config.to_dict().items())
 
 
+def prepare_device(device: torch.device, ctx: distributed.Dist) -> None:
+    """The device's global settings for training, and on a CPU the number of threads (cpu_threads)."""
+    setup_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(ctx))
+
+
 def cpu_threads(ctx: distributed.Dist) -> int:
     """One thread per core, the cores shared among the processes on this machine; OMP_NUM_THREADS,
     when set, decides instead."""
@@ -410,9 +418,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     from rich.console import Console
 
     console = Console(soft_wrap=True, quiet=not ctx.is_main)
-    setup_device(device)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(ctx))
+    prepare_device(device, ctx)
     if display is None:
         display = LiveBar(console) if console.is_terminal and ctx.is_main else LogLines(console)
     model_dir = home.model_dir(config.model_name)
@@ -448,6 +454,9 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     if ckpt is not None and ckpt.get("data_fingerprint") not in (None, data.fingerprint):
         display.note(f"The books at {data_path} differ from those the checkpoint was trained on; continuing on "
                      "these books (the run will not repeat what it would have done on the old ones).")
+
+    if ckpt is None and not ctx.enabled and should_fit(given, config):
+        config = fit_size(config, len(data.train), tokenizer.vocab_size, device, display.note)  # sizing.py
 
     # The model: built from the checkpoint's stored configuration, or anew with the seed.
     torch.manual_seed(config.seed)

@@ -1,0 +1,105 @@
+"""The model's size for a run on a time budget: the largest that still sees enough tokens.
+
+In a fixed time a bigger model learns more from each token but sees fewer of them, and a book has only
+so many: ten passes over Alice in Wonderland are 380 k tokens, whatever the machine. So the best size
+depends on this machine's speed and on the books. Before such a run HelloGPT times one training step of
+each size on the device itself, smallest first, and keeps the largest size whose run would see at least
+TOKENS_PER_PARAMETER tokens per parameter: the tokens that fit in the time budget at the timed speed,
+or fewer if the run's epoch cap comes first.
+
+Measured on the reference task and Alice in Wonderland (benchmarks/RESULTS.md): where size 4 sees 1.7
+tokens per parameter in two minutes (a 2-core CPU with bfloat16) it is the best size; where it sees
+0.6 to 0.7 (a 2-core CPU without, at half the speed) size 3 at 2.2 to 2.4 tokens per parameter scores
+0.03 to 0.06 bits per byte better; on Alice, capped at 10 epochs, size 2 (1.6 tokens per parameter)
+beats sizes 3 and 4 on the slower machine. A threshold of 1 lies between those cases.
+
+It applies when the run has a time budget and the user set none of the model's shape (--size,
+--d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr); not under torchrun, where every
+process would time its own steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import torch
+
+from hellogpt.config import Config, size_settings
+
+TOKENS_PER_PARAMETER = 1.0
+SIZES = range(2, 9)  # the sizes considered, smallest first
+SHAPE_SETTINGS = ("size", *size_settings(1))
+
+
+def should_fit(given: dict, config: Config) -> bool:
+    """Whether to pick the size: a time budget, no shape setting among those the user gave, and the
+    config's shape that of its size (a caller that built a Config of another shape keeps it)."""
+    family = all(getattr(config, name) == value for name, value in size_settings(config.size).items())
+    return config.time > 0 and family and not any(name in given for name in SHAPE_SETTINGS)
+
+
+def sized(config: Config, size: int) -> Config:
+    """config with the shape of `size` (every field of size_settings replaced)."""
+    return replace(config, size=size, **size_settings(size))
+
+
+def step_seconds(config: Config, vocab_size: int, device: torch.device, steps: int = 2) -> float:
+    """The fastest of `steps` training steps of a fresh model of config's shape on random tokens, after
+    one warm-up step (memory allocation, kernel choices)."""
+    from hellogpt.model import GPT
+    from hellogpt.optimizer import make_optimizer
+    from hellogpt.train import optimizer_step
+
+    model = GPT(replace(config, dropout=0.0).model_config(vocab_size)).to(device)
+    optimizer = make_optimizer(model, config)
+    B, T = config.batch_size, config.max_seq_len
+
+    def batch():
+        idx = torch.randint(0, vocab_size, (B, T + 1), device=device)
+        return idx[:, :-1], idx[:, 1:]
+
+    def one_step() -> float:
+        start = time.perf_counter()
+        optimizer_step(model, model, optimizer, batch, config.grad_accum, config.grad_clip, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    one_step()
+    return min(one_step() for _ in range(steps))
+
+
+def planned_tokens(config: Config, seconds_per_step: float, train_tokens: int) -> int:
+    """Tokens the run would train on: as many steps as fit in config.time, or fewer if its epochs or
+    max_steps end it first."""
+    tokens_per_step = config.batch_size * config.max_seq_len * config.grad_accum
+    steps = config.time / seconds_per_step
+    if config.epochs:
+        steps = min(steps, math.ceil(config.epochs * train_tokens / tokens_per_step))
+    if config.max_steps:
+        steps = min(steps, config.max_steps)
+    return int(steps * tokens_per_step)
+
+
+def fit_size(config: Config, train_tokens: int, vocab_size: int, device: torch.device, note) -> Config:
+    """config with the largest size of SIZES whose run sees at least TOKENS_PER_PARAMETER tokens per
+    parameter (the smallest size if none does); `note` receives a line saying what was measured."""
+    from hellogpt.model import GPT
+
+    started = time.perf_counter()
+    chosen, why = None, ""
+    for size in SIZES:
+        candidate = sized(config, size)
+        params = GPT(candidate.model_config(vocab_size)).num_params()
+        tokens = planned_tokens(candidate, step_seconds(candidate, vocab_size, device), train_tokens)
+        if chosen is not None and tokens < TOKENS_PER_PARAMETER * params:
+            why = (f"; size {size} ({params:,} parameters) would see {tokens / params:.1f} tokens per parameter, "
+                   f"under the {TOKENS_PER_PARAMETER:g} asked for")
+            break
+        chosen, chosen_tokens, chosen_params = candidate, tokens, params
+    note(f"Size {chosen.size} for this run: {chosen_params:,} parameters, about {chosen_tokens:,} tokens in "
+         f"{config.time:g} s on this machine ({chosen_tokens / chosen_params:.1f} per parameter){why}. "
+         f"Timing the sizes took {time.perf_counter() - started:.1f} s; --size N decides instead.")
+    return chosen
