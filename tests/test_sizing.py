@@ -73,7 +73,7 @@ def test_a_short_book_gets_a_smaller_model(monkeypatch):
     """The same machine, a book whose 10 epochs are fewer tokens than the clock allows."""
     monkeypatch.setattr(sizing, "step_seconds", machine({2: 9.0, 3: 2.7, 4: 1.7, 5: 1.2, 6: 0.5, 7: 0.1, 8: 0.1}))
     assert fit_size(Config(), 10**9, VOCAB, CPU, print).size == 5
-    assert fit_size(Config(), params(3) // 10, VOCAB, CPU, print).size == 3  # 10 epochs: 1 token per parameter
+    assert fit_size(Config(), params(3) // 9, VOCAB, CPU, print).size == 3  # 10 epochs: 1.1 tokens per parameter
 
 
 def test_step_seconds_times_a_real_step():
@@ -97,3 +97,16 @@ def test_train_without_a_size_is_sized_for_the_machine(tmp_path, tokenizer_file,
     config = load_checkpoint(home.model_dir("hellogpt") / "serial_1.pt")["config"]
     assert config["size"] == size and config["d_model"] == size_settings(size)["d_model"]
     assert f"size={size} " in r.stdout  # the Settings line shows the size trained
+
+
+def test_a_callers_own_config_is_trained_as_it_is(tmp_path, tokenizer_file, book, capsys, monkeypatch):
+    """train() without `given` (a program's own Config, not a user's command line) picks no size."""
+    from hellogpt.train import train
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    home = Home(tmp_path)
+    home.tokenizer_dir.mkdir(parents=True)
+    shutil.copy(tokenizer_file, home.tokenizer_path)
+    result = train(Config(size=2, time=1.0, eval_every=0), home, book)
+    assert "for this run" not in capsys.readouterr().out
+    assert load_checkpoint(result.checkpoint)["config"]["size"] == 2

@@ -165,7 +165,12 @@ def test_torchrun_shutdown_ends_gloo_threads(tmp_path):
         ctx = distributed.init(torch.device("cpu"))
         DistributedDataParallel(torch.nn.Linear(4, 4))
         distributed.shutdown()
-        names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+        names = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+            except FileNotFoundError:  # a thread that has just ended
+                pass
         print(f"rank {ctx.rank} gloo threads: {[n for n in names if 'gloo' in n]}", flush=True)
     """))
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

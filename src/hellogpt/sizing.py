@@ -14,8 +14,10 @@ tokens per parameter in two minutes (a 2-core CPU with bfloat16) it is the best 
 beats sizes 3 and 4 on the slower machine. A threshold of 1 lies between those cases.
 
 It applies when the run has a time budget and the user set none of the model's shape (--size,
---d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr); not under torchrun, where every
-process would time its own steps.
+--d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr, on the command line or in --config);
+not to a resumed model, and not under torchrun, where every process would time its own steps. Sizes
+stop at 8 (6.9 M parameters): on a GPU or with a long budget a larger --size is the user's to choose.
+The timing takes a few seconds before the run and does not count against --time.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def fit_size(config: Config, train_tokens: int, vocab_size: int, device: torch.d
                    f"under the {TOKENS_PER_PARAMETER:g} asked for")
             break
         chosen, chosen_tokens, chosen_params = candidate, tokens, params
+    limits = f"{config.time:g} s on this machine" + (f", at most {config.epochs:g} epochs" if config.epochs else "")
     note(f"Size {chosen.size} for this run: {chosen_params:,} parameters, about {chosen_tokens:,} tokens in "
-         f"{config.time:g} s on this machine ({chosen_tokens / chosen_params:.1f} per parameter){why}. "
+         f"{limits} ({chosen_tokens / chosen_params:.1f} per parameter){why}. "
          f"Timing the sizes took {time.perf_counter() - started:.1f} s; --size N decides instead.")
     return chosen

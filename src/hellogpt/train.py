@@ -398,10 +398,11 @@ def train(config: Config, home: Home, data_path: Path, resume: bool = False, giv
 
     With resume, continue from the model's latest serial: the model and training settings come from that
     checkpoint, and of `given` (the settings the user set explicitly) only the session settings apply:
-    run length, eval_every, save_every, device, compile. `display` (default: a live bar on a terminal,
-    plain lines otherwise) receives progress; see LogLines.
+    run length, eval_every, save_every, device, compile. A new run on a time budget with no shape setting
+    in `given` gets the size that suits this machine (sizing.py); given=None means a caller's own Config,
+    which is trained as it is. `display` (default: a live bar on a terminal, plain lines otherwise)
+    receives progress; see LogLines.
     """
-    given = dict(given or {})
     device = pick_device(config.device)
     ctx = distributed.init(device)
     try:
@@ -416,6 +417,9 @@ def train(config: Config, home: Home, data_path: Path, resume: bool = False, giv
 
 def _train(config, home, data_path, resume, given, yes, display, device, ctx) -> TrainResult:
     from rich.console import Console
+
+    fit = given is not None
+    given = dict(given or {})
 
     console = Console(soft_wrap=True, quiet=not ctx.is_main)
     prepare_device(device, ctx)
@@ -455,7 +459,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
         display.note(f"The books at {data_path} differ from those the checkpoint was trained on; continuing on "
                      "these books (the run will not repeat what it would have done on the old ones).")
 
-    if ckpt is None and not ctx.enabled and should_fit(given, config):
+    if fit and ckpt is None and not ctx.enabled and should_fit(given, config):
         config = fit_size(config, len(data.train), tokenizer.vocab_size, device, display.note)  # sizing.py
 
     # The model: built from the checkpoint's stored configuration, or anew with the seed.
