@@ -22,7 +22,6 @@ The timing takes a few seconds before the run and does not count against --time.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -74,14 +73,15 @@ def step_seconds(config: Config, vocab_size: int, device: torch.device, steps: i
 
 
 def planned_tokens(config: Config, seconds_per_step: float, train_tokens: int) -> int:
-    """Tokens the run would train on: as many steps as fit in config.time, or fewer if its epochs or
-    max_steps end it first."""
+    """Tokens the run would train on: as many steps as fit in config.time, or fewer if the run's plan
+    (its epochs or max_steps: train.plan_for) ends it first."""
+    from hellogpt.train import plan_for
+
     tokens_per_step = config.batch_size * config.max_seq_len * config.grad_accum
     steps = config.time / seconds_per_step
-    if config.epochs:
-        steps = min(steps, math.ceil(config.epochs * train_tokens / tokens_per_step))
-    if config.max_steps:
-        steps = min(steps, config.max_steps)
+    plan = plan_for(config, train_tokens, tokens_per_step)
+    if plan.total_steps:
+        steps = min(steps, plan.total_steps)
     return int(steps * tokens_per_step)
 
 
