@@ -34,9 +34,12 @@ SIZES = range(2, 9)  # the sizes considered, smallest first
 SHAPE_SETTINGS = ("size", *size_settings(1))
 
 
-def should_fit(given: dict, config: Config) -> bool:
+def should_fit(given: dict | None, config: Config) -> bool:
     """Whether to pick the size: a time budget, no shape setting among those the user gave, and the
-    config's shape that of its size (a caller that built a Config of another shape keeps it)."""
+    config's shape that of its size. given=None (no user's settings: a program's own Config) and a
+    Config of another shape are trained as they are."""
+    if given is None:
+        return False
     family = all(getattr(config, name) == value for name, value in size_settings(config.size).items())
     return config.time > 0 and family and not any(name in given for name in SHAPE_SETTINGS)
 

@@ -418,7 +418,7 @@ def train(config: Config, home: Home, data_path: Path, resume: bool = False, giv
 def _train(config, home, data_path, resume, given, yes, display, device, ctx) -> TrainResult:
     from rich.console import Console
 
-    fit = given is not None
+    fit = not resume and not ctx.enabled and should_fit(given, config)  # sizing.py
     given = dict(given or {})
 
     console = Console(soft_wrap=True, quiet=not ctx.is_main)
@@ -459,8 +459,8 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
         display.note(f"The books at {data_path} differ from those the checkpoint was trained on; continuing on "
                      "these books (the run will not repeat what it would have done on the old ones).")
 
-    if fit and ckpt is None and not ctx.enabled and should_fit(given, config):
-        config = fit_size(config, len(data.train), tokenizer.vocab_size, device, display.note)  # sizing.py
+    if fit:
+        config = fit_size(config, len(data.train), tokenizer.vocab_size, device, display.note)
 
     # The model: built from the checkpoint's stored configuration, or anew with the seed.
     torch.manual_seed(config.seed)
