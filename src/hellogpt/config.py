@@ -203,10 +203,6 @@ def given_settings_from_args(args: argparse.Namespace) -> dict:
     return given_settings(getattr(args, "config", None), overrides)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(**given_settings_from_args(args))
-
-
 def model_name_from_args(args: argparse.Namespace) -> str:
     """--model-name if given, else the default model_name above."""
     return getattr(args, "model_name", None) or Config.model_name

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from hellogpt.config import Config, config_from_args, given_settings_from_args
+from hellogpt.config import Config, given_settings_from_args
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
 
@@ -113,8 +113,9 @@ def optimizer_rows(config: Config) -> list[tuple[str, str, str]]:
             ("learning rate", f"{config.muon_lr:g} / {config.lr:g}", f"Muon / AdamW {schedule}")]
 
 
-def ensure_model(home: Home, args, config: Config) -> None:
-    """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it."""
+def ensure_model(home: Home, args, given: dict) -> None:
+    """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it. `given`: the
+    settings the user set (flags and --config file)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -125,11 +126,11 @@ def ensure_model(home: Home, args, config: Config) -> None:
     from hellogpt.sizing import fit_size, should_fit
     from hellogpt.train import check_settings, plan_for, prepare_device, train
 
+    config = Config(**given)
     check_settings(config)  # a bad setting is reported now, not after the questions
     books = ensure_books(home, args)
     tokenizer = ensure_tokenizer(home, args, config, books)
     data = prepare_tokens(home, books, tokenizer, config.val_fraction)
-    given = given_settings_from_args(args)
     if should_fit(given, config):  # the size for this machine and these books, shown before training
         device = pick_device(config.device)
         prepare_device(device, Dist())
@@ -359,10 +360,11 @@ def run_cli(args, home: Home) -> int:
 
     print(BANNER)
     print(f"Home: {home.root}")
-    config = config_from_args(args)
+    given = given_settings_from_args(args)
+    config = Config(**given)
     if not serials(home.model_dir(config.model_name)):
         try:
-            ensure_model(home, args, config)
+            ensure_model(home, args, given)
         except Declined as e:
             print(e)
             return 1
