@@ -8,7 +8,7 @@ TOKENS_PER_PARAMETER tokens per parameter: the tokens that fit in the time budge
 or fewer if the run's epoch cap comes first.
 
 Measured on the reference task and Alice in Wonderland (benchmarks/RESULTS.md): where size 4 sees 1.7
-tokens per parameter in two minutes (a 2-core CPU with bfloat16) it is the best size; where it sees
+tokens per parameter in two minutes (a 2-core CPU with bfloat16) it was the best size tried; where it sees
 0.6 to 0.7 (a 2-core CPU without, at half the speed) size 3 at 2.2 to 2.4 tokens per parameter scores
 0.03 to 0.06 bits per byte better; on Alice, capped at 10 epochs, size 2 (1.6 tokens per parameter)
 beats sizes 3 and 4 on the slower machine. A threshold of 1 lies between those cases.
