@@ -1,0 +1,92 @@
+"""What glibc's allocator setting (device.keep_freed_memory) does to a training step on the CPU.
+
+    python benchmarks/allocator.py              # the two-minute model of a CPU without bfloat16 (size 3)
+    python benchmarks/allocator.py --size 4     # another size
+
+Each variant runs in its own process (mallopt cannot be undone): glibc's defaults, and the setting
+training applies (train.prepare_device -> device.setup_device). Both time the same training steps of a
+fresh model on random tokens, after warm-up steps, and count the process's minor page faults over them.
+Prints a table and writes benchmarks/out/allocator.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+STEPS = """
+import json, resource, sys, time
+import torch
+from hellogpt.config import Config, size_settings
+from hellogpt.device import keep_freed_memory
+from hellogpt.model import GPT
+from hellogpt.optimizer import make_optimizer
+from hellogpt.train import optimizer_step
+
+keep, size, batch_size, context, steps = sys.argv[1] == "keep", *map(int, sys.argv[2:])
+took = keep_freed_memory() if keep else False
+config = Config(size=size, **{**size_settings(size), "max_seq_len": context}, batch_size=batch_size, time=120)
+torch.manual_seed(0)
+model = GPT(config.model_config(2048))
+optimizer = make_optimizer(model, config)
+batch = lambda: (torch.randint(0, 2048, (batch_size, context)), torch.randint(0, 2048, (batch_size, context)))
+step = lambda: optimizer_step(model, model, optimizer, batch, 1, 0.0, torch.device("cpu"))
+for _ in range(10):
+    step()
+faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+for _ in range(steps):
+    step()
+seconds = time.perf_counter() - start
+print(json.dumps({"setting_took": took, "ms_per_step": 1000 * seconds / steps,
+                  "page_faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--context", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=2, help="processes per variant, alternating")
+    parser.add_argument("--out", type=Path, default=OUT / "allocator.json")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    results: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory": []}
+    for _ in range(args.runs):
+        for name, flag in (("glibc defaults", "default"), ("keep_freed_memory", "keep")):
+            run = subprocess.run([sys.executable, "-c", STEPS, flag, str(args.size), str(args.batch_size),
+                                  str(args.context), str(args.steps)], capture_output=True, text=True, check=True)
+            results[name].append(json.loads(run.stdout))
+
+    print(f"size {args.size}, batch {args.batch_size} x context {args.context}, vocabulary 2048, "
+          f"{args.steps} steps per process, {args.runs} processes each; load average {load_before[0]:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after; {os.cpu_count()} CPUs")
+    header = f"{'allocator':20} {'ms/step (each run)':>22} {'page faults/step':>17}"
+    print(header)
+    print("-" * len(header))
+    for name, runs in results.items():
+        ms = " / ".join(f"{r['ms_per_step']:.1f}" for r in runs)
+        faults = sum(r["page_faults_per_step"] for r in runs) / len(runs)
+        print(f"{name:20} {ms:>22} {faults:17,.0f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "size": args.size,
+        "batch_size": args.batch_size, "context": args.context, "steps": args.steps,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(), "results": results,
+    }, indent=2))
+    print(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
