@@ -12,11 +12,11 @@ from hellogpt.optimizer import make_optimizer
 
 def test_size_picks_a_consistent_shape():
     four = Config()
-    assert (four.n_layers, four.n_heads, four.d_model, four.d_ffn, four.max_seq_len) == (4, 4, 128, 512, 32)
+    assert (four.n_layers, four.n_heads, four.d_model, four.d_ffn, four.max_seq_len) == (4, 4, 128, 512, 64)
     six = Config(size=6)
-    assert (six.n_layers, six.n_heads, six.d_model, six.d_ffn, six.max_seq_len) == (6, 6, 192, 768, 48)
+    assert (six.n_layers, six.n_heads, six.d_model, six.d_ffn, six.max_seq_len) == (6, 6, 192, 768, 96)
     assert six.d_model // six.n_heads == four.d_model // four.n_heads == 32  # heads keep their width
-    assert six.lr < four.lr == 3e-3  # wider models take smaller AdamW steps
+    assert six.lr < four.lr < Config(size=3).lr == 6e-3  # wider models take smaller AdamW steps
     # A shape setting given on its own wins over the size; the rest still follows the size.
     mixed = Config(size=6, d_model=384, lr=1e-3)
     assert (mixed.d_model, mixed.n_layers, mixed.lr) == (384, 6, 1e-3)

@@ -45,7 +45,7 @@ class Config:
     tie_embeddings: bool = True
 
     # --- training ---
-    batch_size: int = 32
+    batch_size: int = 16  # windows per micro-batch: 16 x the context (16 N) tokens per step at --size N
     grad_accum: int = 1  # micro-batches per optimizer step
     optimizer: str = "muon"  # muon: Muon for the blocks' weight matrices, AdamW for the rest; adamw: AdamW for all
     lr: float = 0.0  # AdamW's peak learning rate (0: from size)
@@ -53,8 +53,9 @@ class Config:
     min_lr_ratio: float = 0.0  # the learning rates decay linearly to their peak x min_lr_ratio
     warmup_steps: int = 50
     # On weight matrices and embeddings only (Muon and AdamW alike). The two-minute model passes over its book
-    # about 10 times, and overfits: 0.2 scored 0.007 bits per byte better than 0.1 at that length.
-    weight_decay: float = 0.2
+    # about 7 times on a CPU without bfloat16: there 0.1 scored 0.009 bits per byte better than 0.2 and 0.011
+    # better than 0.05 (benchmarks/RESULTS.md).
+    weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     # Max global gradient norm; 0 turns clipping off. Off by default: Muon and AdamW bound their steps
@@ -112,12 +113,13 @@ class Config:
 
 def size_settings(size: int) -> dict:
     """The model's shape and AdamW's learning rate for --size N, one consistent family (as nanochat's depth):
-    N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 8 N tokens,
-    and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters) is the two-minute model of a
-    2-core CPU with bfloat16 on Pride and Prejudice, size 3 (0.5 M) of one without: a run on a time budget
-    takes the largest size that sees enough tokens on its machine (sizing.py; benchmarks/RESULTS.md)."""
-    return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=8 * size,
-                lr=3e-3 * math.sqrt(4 / size))
+    N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 16 N
+    tokens, and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters) is the two-minute
+    model of a 2-core CPU with bfloat16 on Pride and Prejudice, size 3 (0.5 M) of one without: a run on a
+    time budget takes the largest size that sees enough tokens on its machine (sizing.py). Size 3's context
+    and learning rate were tuned on the CPU without bfloat16 (benchmarks/RESULTS.md)."""
+    return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=16 * size,
+                lr=6e-3 * math.sqrt(3 / size))
 
 
 OPTIMIZERS = ("muon", "adamw")
