@@ -52,8 +52,9 @@ def keep_freed_memory() -> bool:
     back when freed, and returns the free top of its heap too; every step allocates and frees the same
     activations and gradients, so every step page-faults them in again, each page zeroed by the kernel. With
     blocks up to 32 MB (the most mallopt takes) served from the heap and its top kept (up to 1 GB), the
-    two-minute model's step took 62 instead of 70 ms and had a sixth of the page faults on a 2-core CPU
-    (benchmarks/RESULTS.md); PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc. The cost:
+    two-minute model's step on a 2-core CPU had 9 page faults instead of 2,729 and took 69 to 73 ms instead
+    of 68 to 80 (benchmarks/allocator.py), and its two minutes held 13% more steps (benchmarks/RESULTS.md);
+    PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc. The cost:
     the process keeps its peak memory until it ends. Other C libraries (macOS, Windows, musl) are left as
     they are. Returns whether the setting took."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
