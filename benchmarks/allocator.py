@@ -3,10 +3,11 @@
     python benchmarks/allocator.py              # the two-minute model of a CPU without bfloat16 (size 3)
     python benchmarks/allocator.py --size 4     # another size
 
-Each variant runs in its own process (mallopt cannot be undone): glibc's defaults, and the setting
-training applies (train.prepare_device -> device.setup_device). Both time the same training steps of a
-fresh model on random tokens, after warm-up steps, and count the process's minor page faults over them.
-Prints a table and writes benchmarks/out/allocator.json.
+Each variant runs in its own process (mallopt cannot be undone), the two alternating: glibc's defaults,
+and the setting training applies (train.prepare_device -> device.setup_device). Both time the same
+training steps of a fresh model of the size's shape (its context, the default batch) on random tokens,
+after warm-up steps, and count the process's minor page faults over them. Environment variables that
+tune glibc's malloc are left out of both. Prints a table and writes benchmarks/out/allocator.json.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+from hellogpt.config import Config, size_settings
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -45,7 +48,7 @@ faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_co
 for _ in range(steps):
     step()
 seconds = time.perf_counter() - start
-print(json.dumps({"setting_took": took, "ms_per_step": 1000 * seconds / steps,
+print("RESULT", json.dumps({"setting_took": took, "ms_per_step": 1000 * seconds / steps,
                   "page_faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}))
 """
 
@@ -53,20 +56,30 @@ print(json.dumps({"setting_took": took, "ms_per_step": 1000 * seconds / steps,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--context", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: config.py's)")
+    parser.add_argument("--context", type=int, default=None, help="(default: the size's)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=2, help="processes per variant, alternating")
     parser.add_argument("--out", type=Path, default=OUT / "allocator.json")
     args = parser.parse_args()
+    args.batch_size = args.batch_size or Config.batch_size
+    args.context = args.context or size_settings(args.size)["max_seq_len"]
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD"))}  # glibc as it comes
 
     load_before = os.getloadavg()
     results: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory": []}
-    for _ in range(args.runs):
-        for name, flag in (("glibc defaults", "default"), ("keep_freed_memory", "keep")):
+    variants = [("glibc defaults", "default"), ("keep_freed_memory", "keep")]
+    for i in range(args.runs):
+        for name, flag in variants[::1 if i % 2 == 0 else -1]:  # alternate which goes first: the speed drifts
             run = subprocess.run([sys.executable, "-c", STEPS, flag, str(args.size), str(args.batch_size),
-                                  str(args.context), str(args.steps)], capture_output=True, text=True, check=True)
-            results[name].append(json.loads(run.stdout))
+                                  str(args.context), str(args.steps)], capture_output=True, text=True, env=env)
+            if run.returncode != 0:
+                raise SystemExit(f"the {name} process failed (exit code {run.returncode}):\n{run.stderr}")
+            result = json.loads(next(line for line in run.stdout.splitlines()[::-1] if line.startswith("RESULT "))[7:])
+            if flag == "keep" and not result["setting_took"]:
+                raise SystemExit("keep_freed_memory did not take here (not glibc on Linux?): nothing to compare.")
+            results[name].append(result)
 
     print(f"size {args.size}, batch {args.batch_size} x context {args.context}, vocabulary 2048, "
           f"{args.steps} steps per process, {args.runs} processes each; load average {load_before[0]:.2f} before, "

@@ -57,6 +57,7 @@ def machine(tokens_per_param: dict[int, float]):
 @pytest.mark.parametrize("speeds, expected", [
     ({2: 9.0, 3: 2.7, 4: 0.9, 5: 0.3, 6: 0.1, 7: 0.1, 8: 0.1}, 3),  # the largest with 1.25 tokens per parameter or more
     ({2: 20.0, 3: 8.0, 4: 1.7, 5: 0.6, 6: 0.2, 7: 0.1, 8: 0.1}, 4),
+    ({2: 9.0, 3: 2.7, 4: 1.1, 5: 0.4, 6: 0.1, 7: 0.1, 8: 0.1}, 3),  # 1.1 is not enough
     ({2: 0.5, 3: 0.2, 4: 0.1, 5: 0.1, 6: 0.1, 7: 0.1, 8: 0.1}, 2),  # none: the smallest
     ({size: 50.0 for size in sizing.SIZES}, 8),  # all: the largest considered
 ])

@@ -54,7 +54,8 @@ class Config:
     warmup_steps: int = 50
     # On weight matrices and embeddings only (Muon and AdamW alike). The two-minute model passes over its book
     # about 7 times on a CPU without bfloat16: there 0.1 scored 0.009 bits per byte better than 0.2 and 0.011
-    # better than 0.05 (benchmarks/RESULTS.md).
+    # better than 0.05 (size 3). On the CPU with bfloat16 (size 4, about 10 passes) 0.2 had been better; the
+    # new value is not measured there (benchmarks/RESULTS.md).
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

@@ -13,7 +13,7 @@ the best size tried; where it sees 0.6 to 0.9 (a 2-core CPU without, at half the
 to 0.06 bits per byte better; on Alice, capped at 10 epochs, size 2 (1.6) beats sizes 3 and 4 on the
 slower machine. The threshold, 1.25, lies between the sizes that lost (0.9 and under) and won (1.6 and
 over). The timing is optimistic (the fastest of two steps, without evaluations: the runs above trained
-about 0.7 times as many tokens as timed), and the threshold is set on it as it is.
+about 0.7 times as many tokens as timed); the threshold is calibrated on that estimate, not on real runs.
 
 It applies when the run has a time budget and the user set none of the model's shape (--size,
 --d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr, on the command line or in --config);
