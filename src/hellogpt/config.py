@@ -86,6 +86,11 @@ class Config:
         if not (self.epochs or self.max_steps):
             self.time, self.epochs = self.time or DEFAULT_TIME, DEFAULT_EPOCHS
 
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        """Training tokens per optimizer step: grad_accum micro-batches of batch_size windows of max_seq_len
+        tokens, on each of world_size processes."""
+        return self.batch_size * self.max_seq_len * self.grad_accum * world_size
+
     def model_config(self, vocab_size: int | None = None):
         """The model's GPTConfig (vocab_size comes from the trained tokenizer)."""
         from hellogpt.model import GPTConfig  # imports torch: only when a model is made, not for every command

@@ -138,7 +138,7 @@ def ensure_model(home: Home, args, given: dict) -> None:
         given = {**given, "size": config.size}  # decided: training takes it as given
     params = GPT(config.model_config(tokenizer.vocab_size)).num_params()
     T = config.max_seq_len
-    plan = plan_for(config, len(data.train), config.batch_size * T * config.grad_accum)
+    plan = plan_for(config, len(data.train), config.tokens_per_step())
 
     table = Table(title=f"Model '{config.model_name}' has no checkpoint yet. Training would use:", show_header=False)
     table.add_column(style="bold")

@@ -82,7 +82,7 @@ def planned_tokens(config: Config, seconds_per_step: float, train_tokens: int) -
     (its epochs or max_steps: train.plan_for) ends it first."""
     from hellogpt.train import plan_for
 
-    tokens_per_step = config.batch_size * config.max_seq_len * config.grad_accum
+    tokens_per_step = config.tokens_per_step()
     steps = config.time / seconds_per_step
     plan = plan_for(config, train_tokens, tokens_per_step)
     if plan.total_steps:

@@ -471,7 +471,7 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     T = raw.config.max_seq_len
     batches = Batches(data.train, config.batch_size, T, ctx, device, seed=config.seed)
     torch.manual_seed(config.seed + ctx.rank)  # dropout: each rank its own masks
-    tokens_per_step = config.batch_size * T * config.grad_accum * ctx.world_size
+    tokens_per_step = config.tokens_per_step(ctx.world_size)  # config's context is the model's (T)
     step, elapsed_before, history = 0, 0.0, []
     if ckpt is not None:
         averaged.restore(ckpt)
