@@ -47,7 +47,7 @@ def machine(tokens_per_param: dict[int, float]):
     """A stand-in for timing a step: each size's step takes as long as makes its run see
     tokens_per_param[size] tokens per parameter in the budget."""
 
-    def step_seconds(config, vocab_size, device):
+    def step_seconds(model, config, device):
         tokens_per_step = config.batch_size * config.max_seq_len
         return config.time * tokens_per_step / (tokens_per_param[config.size] * params(config.size))
 
@@ -78,7 +78,8 @@ def test_a_short_book_gets_a_smaller_model(monkeypatch):
 
 
 def test_step_seconds_times_a_real_step():
-    seconds = sizing.step_seconds(sized(Config(), 2), VOCAB, CPU)
+    config = sized(Config(), 2)
+    seconds = sizing.step_seconds(GPT(config.model_config(VOCAB)), config, CPU)
     assert 0 < seconds < 10
 
 

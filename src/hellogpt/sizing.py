@@ -51,16 +51,15 @@ def sized(config: Config, size: int) -> Config:
     return replace(config, size=size, **size_settings(size))
 
 
-def step_seconds(config: Config, vocab_size: int, device: torch.device, steps: int = 2) -> float:
-    """The fastest of `steps` training steps of a fresh model of config's shape on random tokens, after
-    one warm-up step (memory allocation, kernel choices)."""
-    from hellogpt.model import GPT
+def step_seconds(model: torch.nn.Module, config: Config, device: torch.device, steps: int = 2) -> float:
+    """The fastest of `steps` training steps of `model` (fresh: it is trained on random tokens) with
+    config's batch and optimizer, after one warm-up step (memory allocation, kernel choices)."""
     from hellogpt.optimizer import make_optimizer
     from hellogpt.train import optimizer_step
 
-    model = GPT(replace(config, dropout=0.0).model_config(vocab_size)).to(device)
+    model.to(device)
     optimizer = make_optimizer(model, config)
-    B, T = config.batch_size, config.max_seq_len
+    B, T, vocab_size = config.batch_size, config.max_seq_len, model.config.vocab_size
 
     def batch():
         idx = torch.randint(0, vocab_size, (B, T + 1), device=device)
@@ -99,8 +98,9 @@ def fit_size(config: Config, train_tokens: int, vocab_size: int, device: torch.d
     chosen, why = None, ""
     for size in SIZES:
         candidate = sized(config, size)
-        params = GPT(candidate.model_config(vocab_size)).num_params()
-        tokens = planned_tokens(candidate, step_seconds(candidate, vocab_size, device), train_tokens)
+        model = GPT(replace(candidate, dropout=0.0).model_config(vocab_size))  # counted, then timed
+        params = model.num_params()
+        tokens = planned_tokens(candidate, step_seconds(model, candidate, device), train_tokens)
         if chosen is not None and tokens < TOKENS_PER_PARAMETER * params:
             why = (f"; size {size} ({params:,} parameters) would see {tokens / params:.1f} tokens per parameter, "
                    f"under the {TOKENS_PER_PARAMETER:g} asked for")
