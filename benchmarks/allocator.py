@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hellogpt.config import Config, size_settings
+from hellogpt.device import malloc_variable
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -29,6 +30,7 @@ STEPS = """
 import json, resource, sys, time
 import torch
 from hellogpt.config import Config, size_settings
+from hellogpt.device import malloc_variable
 from hellogpt.device import keep_freed_memory
 from hellogpt.model import GPT
 from hellogpt.optimizer import make_optimizer
@@ -64,8 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     args.batch_size = args.batch_size or Config.batch_size
     args.context = args.context or size_settings(args.size)["max_seq_len"]
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD"))}  # glibc as it comes
+    env = {k: v for k, v in os.environ.items() if not malloc_variable(k) and k != "LD_PRELOAD"}  # glibc as it comes
 
     load_before = os.getloadavg()
     results: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory": []}

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from hellogpt.device import malloc_variable
+
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
@@ -14,7 +16,7 @@ def test_cpu_setup_keeps_freed_memory():
     values; unless the environment tunes glibc's malloc itself. In fresh processes: the setting stays."""
     code = ("import torch; from hellogpt.device import keep_freed_memory, setup_device; "
             "setup_device(torch.device('cpu')); print(keep_freed_memory.cache_info().misses, keep_freed_memory())")
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if not malloc_variable(k)}
     for extra, expected in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "262144"}, "False")):
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                              env={**env, **extra})

@@ -39,9 +39,9 @@ def setup_device(device: torch.device) -> None:
         keep_freed_memory()
 
 
-def user_tuned_malloc() -> bool:
-    """Whether the environment sets glibc's malloc parameters itself (mallopt(3), tunables(7))."""
-    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+def malloc_variable(name: str) -> bool:
+    """Whether an environment variable of that name tunes glibc's malloc (mallopt(3), tunables(7))."""
+    return name == "GLIBC_TUNABLES" or name.startswith("MALLOC_")
 
 
 # glibc's mallopt(3) parameters
@@ -55,16 +55,17 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps each block over a threshold (128 KB at first) fresh from the kernel and hands it
     back when freed, and returns the free top of its heap too; every step allocates and frees the same
-    activations and gradients, so every step page-faults them in again, each page zeroed by the kernel. With
-    blocks up to 32 MB (the ceiling of glibc's own adaptive threshold on 64-bit systems; older glibc takes
-    no more) served from the heap and its top kept (up to 1 GB), the
-    two-minute model's step on a 2-core CPU had 9 page faults instead of 2,729 and took 69 to 73 ms instead
-    of 68 to 80, about 6% faster on average (benchmarks/allocator.py), and its two minutes held 4 to 13%
-    more steps in three pairs of runs (benchmarks/RESULTS.md); PyTorch's CPU tuning guide gets the same
-    from jemalloc or tcmalloc. The cost: the process keeps its peak memory until it ends. Other C libraries
-    (macOS, Windows, musl) are left as they are, and so is glibc when the user tunes it (MALLOC_* or
-    GLIBC_TUNABLES in the environment). Returns whether the setting took."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc():
+    activations and gradients, so every step page-faults them in again, each page zeroed by the kernel.
+    With blocks up to 32 MB (the ceiling of glibc's own adaptive threshold on 64-bit systems) served from
+    the heap and its top kept (up to 1 GB), the two-minute model's step on a 2-core CPU had 9 page faults
+    instead of 2,729 and took 69 to 73 ms instead of 68 to 80, about 6% faster on average
+    (benchmarks/allocator.py), and its two minutes held 4 to 13% more steps in three pairs of runs
+    (benchmarks/RESULTS.md); PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc. The cost:
+    the process keeps its peak memory until it ends. Other C libraries (macOS, Windows, musl) are left as
+    they are, and so is glibc when the user tunes it (MALLOC_* or GLIBC_TUNABLES in the environment).
+    Returns whether the setting took."""
+    user_tuned = any(malloc_variable(name) for name in os.environ)
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
