@@ -157,8 +157,9 @@ def test_torchrun_two_processes_equal_one(tmp_path, tokenizer_file, book, run_he
 def test_torchrun_shutdown_ends_gloo_threads(tmp_path):
     """After distributed.shutdown() gloo's threads end: one that lived on into interpreter exit could
     abort a rank that had finished its work (SIGABRT, "terminate called without an active exception").
-    gloo's network loop sees its stop flag between 10 ms waits, so it may take a moment to end (seen in
-    CI: still listed right after shutdown, gone 11 ms later); a thread held by a leaked group never ends."""
+    gloo's network loop sees its stop flag between 10 ms waits, so it may take a moment to end (CI saw it
+    still listed right after shutdown; here it was gone 11 to 12 ms later); a thread held by a leaked
+    group never ends."""
     script = tmp_path / "rank.py"
     script.write_text(textwrap.dedent("""
         import os, time, torch
