@@ -57,9 +57,9 @@ def keep_freed_memory() -> bool:
     back when freed, and returns the free top of its heap too; every step allocates and frees the same
     activations and gradients, so every step page-faults them in again, each page zeroed by the kernel.
     With blocks up to 32 MB (the ceiling of glibc's own adaptive threshold on 64-bit systems) served from
-    the heap and its top kept (up to 1 GB), the two-minute model's step on a 2-core CPU had 9 page faults
-    instead of 2,729 and took 69 to 73 ms instead of 68 to 80, about 6% faster on average
-    (benchmarks/allocator.py), and its two minutes held 4 to 13% more steps in three pairs of runs
+    the heap and its top kept (up to 1 GB), the two-minute model's step on a 2-core CPU had 9 or 10 page
+    faults instead of 2,668 to 2,729 and was 6 and 8% faster on average in two runs of
+    benchmarks/allocator.py, and its two minutes held 4 to 13% more steps in three pairs of runs
     (benchmarks/RESULTS.md); PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc. The cost:
     the process keeps its peak memory until it ends. Other C libraries (macOS, Windows, musl) are left as
     they are, and so is glibc when the user tunes it (MALLOC_* or GLIBC_TUNABLES in the environment).
