@@ -12,8 +12,8 @@ as this timing estimates them: where size 4 sees 1.7 in two minutes (a 2-core CP
 the best size tried; where it sees 0.6 to 0.9 (a 2-core CPU without, at half the speed) size 3 scores 0.03
 to 0.06 bits per byte better; on Alice, capped at 10 epochs, size 2 (1.6) beats sizes 3 and 4 on the
 slower machine. The threshold, 1.25, lies between the sizes that lost (0.9 and under) and won (1.6 and
-over). The timing is optimistic (the fastest of two steps, without evaluations: the runs above trained
-about 0.7 times as many tokens as timed); the threshold is calibrated on that estimate, not on real runs.
+over). The timing is rough (the fastest of two steps, without evaluations: three size-3 runs on the
+reference book trained 0.72 to 1.03 times the tokens it estimated); the threshold is set on its estimates.
 
 It applies when the run has a time budget and the user set none of the model's shape (--size,
 --d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr, on the command line or in --config);
