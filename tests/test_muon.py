@@ -90,6 +90,33 @@ def test_float32_steps_agree_with_torch_optim_muon():
         torch.testing.assert_close(p, q, rtol=0, atol=2e-3)
 
 
+def test_a_split_matrix_steps_as_its_blocks_would_alone():
+    """A group with split=3 (attention's fused query, key and value weights) steps each block of rows as
+    a matrix of its own, with its own scale: as Muon steps three separate matrices."""
+    torch.manual_seed(0)
+    fused = torch.nn.Parameter(torch.randn(48, 16) * 0.02)
+    apart = [torch.nn.Parameter(block.detach().clone()) for block in fused.chunk(3)]
+    split = Muon([{"params": [fused], "split": 3}], lr=0.03, weight_decay=0.1)
+    alone = Muon(apart, lr=0.03, weight_decay=0.1)
+    for _ in range(3):
+        fused.grad = torch.randn(fused.shape)
+        for p, g in zip(apart, fused.grad.chunk(3)):
+            p.grad = g.clone()
+        split.step()
+        alone.step()
+    torch.testing.assert_close(fused.detach(), torch.cat([p.detach() for p in apart]), rtol=0, atol=1e-6)
+    # Unsplit, the same matrix takes another step (one orthogonal 48 x 16 update, not three 16 x 16 ones).
+    whole = torch.nn.Parameter(torch.ones(48, 16))
+    cut = torch.nn.Parameter(torch.ones(48, 16))
+    whole.grad = torch.randn(48, 16)
+    cut.grad = whole.grad.clone()
+    Muon([whole], lr=0.03).step()
+    Muon([{"params": [cut], "split": 3}], lr=0.03).step()
+    assert (whole - cut).abs().max() > 1e-3
+
+
 def test_muon_takes_matrices_only():
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
+    with pytest.raises(ValueError, match="multiple of split=3"):
+        Muon([{"params": [torch.nn.Parameter(torch.zeros(4, 2))], "split": 3}])

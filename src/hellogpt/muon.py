@@ -66,41 +66,44 @@ def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
 class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
-        """ns_dtype: the orthogonalisation's dtype (None: orthogonalisation_dtype of the parameters' device)."""
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps)
+        """ns_dtype: the orthogonalisation's dtype (None: orthogonalisation_dtype of the parameters' device).
+        A parameter group's "split" (default 1) cuts each of its matrices into that many blocks of rows, each
+        orthogonalised as a matrix of its own: attention's fused query, key and value weights are three."""
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        split=1)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            if any(p.dim() != 2 for p in group["params"]):
-                raise ValueError("Muon takes 2-D weight matrices only")
+            if any(p.dim() != 2 or p.size(0) % group["split"] for p in group["params"]):
+                raise ValueError(f"Muon takes 2-D weight matrices only, with rows a multiple of split={group['split']}")
         self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            # Matrices of one shape, tall ones turned on their side (a 384 x 96 and a 96 x 384 alike),
-            # are orthogonalised together in one batched product.
-            by_shape: dict[tuple[int, int], list[torch.Tensor]] = {}
+            lr, momentum, split = group["lr"], group["momentum"], group["split"]
+            # Blocks of one shape, tall ones turned on their side (a 384 x 96 and a 96 x 384 alike), are
+            # orthogonalised together in one batched product: (weights, their update) by shape.
+            by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
-                if p.grad is not None:
-                    by_shape.setdefault((min(p.shape), max(p.shape)), []).append(p)
-            for params in by_shape.values():
-                updates = []
-                for p in params:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
-                    buf.lerp_(p.grad, 1 - momentum)
-                    update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                    updates.append(update.mT if _tall(p) else update)  # (rows <= cols)
-                dtype = self.ns_dtype or orthogonalisation_dtype(params[0].device.type)
-                orthogonal = orthogonalise(torch.stack(updates), group["ns_steps"], dtype)  # (n, rows, cols)
-                for p, u in zip(params, orthogonal):
-                    scale = lr * math.sqrt(max(1.0, p.size(0) / p.size(1)))
-                    p.mul_(1 - lr * group["weight_decay"])
-                    p.add_((u.mT if _tall(p) else u).to(p.dtype), alpha=-scale)
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                p.mul_(1 - lr * group["weight_decay"])
+                for block, u in zip(p.chunk(split), update.chunk(split)):  # views of rows
+                    by_shape.setdefault((min(u.shape), max(u.shape)), []).append((block, u))
+            for pairs in by_shape.values():
+                blocks = [block for block, _ in pairs]
+                updates = torch.stack([u.mT if _tall(u) else u for _, u in pairs])  # (n, rows, cols), rows <= cols
+                dtype = self.ns_dtype or orthogonalisation_dtype(blocks[0].device.type)
+                for block, u in zip(blocks, orthogonalise(updates, group["ns_steps"], dtype)):
+                    scale = lr * math.sqrt(max(1.0, block.size(0) / block.size(1)))
+                    block.add_((u.mT if _tall(block) else u).to(block.dtype), alpha=-scale)
 
 
-def _tall(p: torch.Tensor) -> bool:
-    return p.size(0) > p.size(1)
+def _tall(m: torch.Tensor) -> bool:
+    return m.size(0) > m.size(1)

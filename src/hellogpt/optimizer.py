@@ -60,8 +60,8 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
     never to biases and LayerNorm gains."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # a tied head is listed once
     use_muon = config.optimizer == "muon"
-    hidden = [p for n, p in named if use_muon and p.dim() == 2 and n.startswith("blocks.")]
-    taken = {id(p) for p in hidden}
+    hidden = [(n, p) for n, p in named if use_muon and p.dim() == 2 and n.startswith("blocks.")]
+    taken = {id(p) for _, p in hidden}
     matrices = [p for n, p in named if p.dim() >= 2 and id(p) not in taken]
     vectors = [p for n, p in named if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
@@ -72,5 +72,8 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
         adamw = torch.optim.AdamW(groups, **adamw_args)
     if not use_muon:
         return Optimizers(adamw=adamw)
-    muon = Muon(hidden, lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95, nesterov=True)
+    # Attention's query, key and value weights are one matrix, orthogonalised as the three they are.
+    groups = [{"params": [p for n, p in hidden if n.endswith("attn.qkv.weight")], "split": 3},
+              {"params": [p for n, p in hidden if not n.endswith("attn.qkv.weight")]}]
+    muon = Muon(groups, lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95, nesterov=True)
     return Optimizers(muon=muon, adamw=adamw)
