@@ -90,10 +90,10 @@ def corpus_batch(ids: list[int]) -> torch.Tensor:
     return torch.tensor(ids[: n * CONTEXT]).view(n, CONTEXT)
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_export_loads_in_transformers_and_computes_the_same(home, make_gpt, greedy, text, tmp_path, tie):
+@pytest.mark.parametrize("tie, gelu", [(True, "tanh"), (False, "exact")])
+def test_export_loads_in_transformers_and_computes_the_same(home, make_gpt, greedy, text, tmp_path, tie, gelu):
     vocab = load_tokenizer(home.tokenizer_path).vocab_size
-    model = make_gpt(vocab_size=vocab, max_seq_len=CONTEXT, tie_embeddings=tie)
+    model = make_gpt(vocab_size=vocab, max_seq_len=CONTEXT, tie_embeddings=tie, gelu=gelu)
     save_model(home, model)
     out = tmp_path / "exported"
     if tie:  # through the command line once; a subprocess costs seconds
@@ -105,6 +105,7 @@ def test_export_loads_in_transformers_and_computes_the_same(home, make_gpt, gree
     their_tokenizer = AutoTokenizer.from_pretrained(out)
 
     assert isinstance(theirs, GPT2LMHeadModel)
+    assert theirs.config.activation_function == {"tanh": "gelu_new", "exact": "gelu"}[gelu]
     assert theirs.num_parameters() == model.num_params()
     assert (theirs.lm_head.weight is theirs.transformer.wte.weight) == tie
     ids = load_tokenizer(home.tokenizer_path).encode(text)
@@ -118,11 +119,11 @@ def test_export_loads_in_transformers_and_computes_the_same(home, make_gpt, gree
     assert hf_greedy(theirs, prompt, NEW_TOKENS) == greedy(model, prompt, NEW_TOKENS, use_cache=True)[0]
 
 
-def transformers_model(vocab: int, tie: bool = True) -> GPT2LMHeadModel:
+def transformers_model(vocab: int, tie: bool = True, activation: str = "gelu_new") -> GPT2LMHeadModel:
     """A small GPT-2 made by transformers, with weights redrawn large so that mistakes show."""
     torch.manual_seed(1)
     config = GPT2Config(vocab_size=vocab, n_positions=CONTEXT, n_embd=64, n_layer=2, n_head=4,
-                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie)
+                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie, activation_function=activation)
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -133,7 +134,9 @@ def transformers_model(vocab: int, tie: bool = True) -> GPT2LMHeadModel:
 @pytest.mark.parametrize("weights", ["safetensors", "old-style bin"])
 def test_import_of_a_transformers_model_computes_the_same(home, tokenizer_file, greedy, text, tmp_path, weights):
     source = tmp_path / "gpt2"
-    theirs = transformers_model(vocab=load_tokenizer(tokenizer_file).vocab_size)
+    # The safetensors model has GPT-2's GELU (tanh), the other the exact one ("gelu").
+    theirs = transformers_model(vocab=load_tokenizer(tokenizer_file).vocab_size,
+                                activation="gelu_new" if weights == "safetensors" else "gelu")
     theirs.save_pretrained(source)
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), bos_token=EOT, eos_token=EOT).save_pretrained(source)
     if weights == "old-style bin":

@@ -46,8 +46,8 @@ from hellogpt.fileio import fsync_dir, fsync_file
 from hellogpt.model import GPT, GPTConfig
 from hellogpt.tokenizer import EOT, Tokenizer, fingerprint_file
 
-# GPT-2's activation names for the tanh approximation of GELU, which HelloGPT's MLP computes.
-GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")
+# GPT-2's activation names for the two GELUs HelloGPT's MLP computes (GPTConfig.gelu).
+GELU_NAMES = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old GPT-2 files also store each layer's causal mask as a buffer; it is not a weight.
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -87,7 +87,7 @@ def gpt2_config(model: GPT, eot_id: int) -> dict:
         "n_layer": cfg.n_layers,
         "n_head": cfg.n_heads,
         "n_inner": cfg.d_ffn,
-        "activation_function": "gelu_new",
+        "activation_function": "gelu_new" if cfg.gelu == "tanh" else "gelu",
         "layer_norm_epsilon": model.ln_f.eps,
         "tie_word_embeddings": cfg.tie_embeddings,
         "resid_pdrop": cfg.dropout,
@@ -165,8 +165,9 @@ def read_gpt2_config(path: Path) -> GPTConfig:
         raise UserError(f"{path} describes a {model_type or 'nameless'!r} model, but HelloGPT imports only "
                         "GPT-2 models (model_type \"gpt2\"), whose architecture is its own.")
     unsupported = []
-    if gpt2.get("activation_function", "gelu_new") not in GELU_TANH:
-        unsupported.append(f"activation_function {gpt2['activation_function']!r} (HelloGPT computes gelu_new)")
+    if gpt2.get("activation_function", "gelu_new") not in GELU_NAMES:
+        unsupported.append(f"activation_function {gpt2['activation_function']!r} (HelloGPT computes "
+                           f"{' or '.join(GELU_NAMES)})")
     if gpt2.get("layer_norm_epsilon", 1e-5) != 1e-5:
         unsupported.append(f"layer_norm_epsilon {gpt2['layer_norm_epsilon']} (HelloGPT uses 1e-05)")
     if not gpt2.get("scale_attn_weights", True):
@@ -192,6 +193,7 @@ def read_gpt2_config(path: Path) -> GPTConfig:
         dropout=gpt2.get("resid_pdrop", 0.1),
         bias=True,
         tie_embeddings=gpt2.get("tie_word_embeddings", True),
+        gelu=GELU_NAMES[gpt2.get("activation_function", "gelu_new")],
     )
 
 

@@ -45,7 +45,7 @@ from hellogpt import distributed
 from hellogpt.averaging import WeightAverage
 from hellogpt.checkpoint_manager import (build_model, check_tokenizer, load_checkpoint, locate, save_checkpoint,
                                          serials, tokenizer_path_for)
-from hellogpt.config import RUN_LENGTH, Config, given_settings_from_args
+from hellogpt.config import GELUS, RUN_LENGTH, Config, given_settings_from_args
 from hellogpt.corpus import data_path as books_path
 from hellogpt.dataloader import EpochSampler, TokenData, num_windows, prepare_tokens, windows
 from hellogpt.device import autocast, pick_device, setup_device
@@ -139,6 +139,7 @@ def check_settings(config: Config) -> None:
         ("eval_every", config.eval_every >= 0, "0 (only at the end) or more"),
         ("save_every", config.save_every >= 0, "0 (only at the end) or more"),
         ("max_seq_len", config.max_seq_len >= 1, "at least 1"),
+        ("gelu", config.gelu in GELUS, "'exact' or 'tanh'"),
     ]
     for name, ok, want in rules:
         if not ok:
