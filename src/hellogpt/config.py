@@ -30,9 +30,7 @@ class Config:
     model_name: str = "hellogpt"  # checkpoints: artifacts/checkpoints/<model_name>/
 
     # --- tokenizer and data ---
-    # Byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>). On the two-minute task 2560 beat 2048 by
-    # about 0.007 bits per byte (two runs each; 3072: 0.003 worse than 2560): each token holds more text.
-    vocab_size: int = 2560
+    vocab_size: int = 2048  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
     # --- model (see model.py) ---
@@ -129,7 +127,7 @@ def size_settings(size: int) -> dict:
     """The model's shape and AdamW's learning rate for --size N, one consistent family (as nanochat's depth):
     N layers of N heads, each head 32 wide (d_model 32 N), the feed-forward 4x wider, a context of 16 N
     tokens, and the learning rate falling as 1 / sqrt(width). Size 4 (1.1 M parameters) is the two-minute
-    model of a 2-core CPU with bfloat16 on Pride and Prejudice, size 3 (0.6 M) of one without: a run on a
+    model of a 2-core CPU with bfloat16 on Pride and Prejudice, size 3 (0.5 M) of one without: a run on a
     time budget takes the largest size that sees enough tokens on its machine (sizing.py). Size 3's context
     and learning rate were tuned on the CPU without bfloat16 (benchmarks/RESULTS.md)."""
     return dict(n_layers=size, n_heads=size, d_model=32 * size, d_ffn=128 * size, max_seq_len=16 * size,

@@ -18,7 +18,7 @@ reference book trained 0.72 to 1.03 times the tokens it estimated); the threshol
 It applies when the run has a time budget and the user set none of the model's shape (--size,
 --d-model, --n-layers, --n-heads, --d-ffn, --max-seq-len, --lr, on the command line or in --config);
 not to a resumed model, and not under torchrun, where every process would time its own steps. Sizes
-stop at 8 (7.0 M parameters): on a GPU or with a long budget a larger --size is the user's to choose.
+stop at 8 (6.9 M parameters): on a GPU or with a long budget a larger --size is the user's to choose.
 The timing takes a few seconds before the run and does not count against --time.
 """
 
