@@ -57,6 +57,8 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert not muon & adamw and muon | adamw == set(names)  # every parameter in exactly one (the tied head once)
     decayed = {id(p) for g in optimizer.optimizers["adamw"].param_groups if g["weight_decay"] for p in g["params"]}
     assert sorted(names[i] for i in decayed) == ["pos_emb.weight", "tok_emb.weight"]  # not biases or gains
+    split = {names[id(p)] for g in optimizer.optimizers["muon"].param_groups if g["split"] == 3 for p in g["params"]}
+    assert split == {"blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.weight"}  # query, key, value: three matrices
     # The schedule scales every group from its own peak.
     optimizer.set_lr(0.5)
     assert {g["lr"] for g in optimizer.param_groups} == {config.muon_lr * 0.5, config.lr * 0.5}
@@ -64,3 +66,13 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     only_adamw = make_optimizer(model, Config(vocab_size=300, size=2, optimizer="adamw"))
     assert list(only_adamw.optimizers) == ["adamw"]
     assert {id(p) for g in only_adamw.param_groups for p in g["params"]} == set(names)
+
+
+def test_new_models_take_the_exact_gelu_and_older_stored_copies_the_tanh_one():
+    assert Config().gelu == "exact" and Config().model_config().gelu == "exact"
+    assert Config.from_dict({"size": 2}).gelu == "tanh"  # stored before the setting existed: trained with tanh
+    assert Config.from_dict(Config(gelu="exact").to_dict()).gelu == "exact"
+    from hellogpt.train import check_settings
+
+    with pytest.raises(UserError, match="gelu = 'relu' is out of range: it must be 'exact' or 'tanh'"):
+        check_settings(Config(gelu="relu"))

@@ -118,9 +118,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Rebuild from a stored copy; keys this version does not know are ignored."""
+        """Rebuild from a stored copy; keys this version does not know are ignored. A copy without `gelu`
+        predates the setting: its model computes GPT-2's tanh GELU (as GPTConfig's default says)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"gelu": "tanh", **{k: v for k, v in d.items() if k in known}})
 
 
 def size_settings(size: int) -> dict:
