@@ -57,7 +57,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert not muon & adamw and muon | adamw == set(names)  # every parameter in exactly one (the tied head once)
     decayed = {id(p) for g in optimizer.optimizers["adamw"].param_groups if g["weight_decay"] for p in g["params"]}
     assert sorted(names[i] for i in decayed) == ["pos_emb.weight", "tok_emb.weight"]  # not biases or gains
-    split = {names[id(p)] for g in optimizer.optimizers["muon"].param_groups if g["split"] == 3 for p in g["params"]}
+    split = {names[id(p)] for p, n in optimizer.optimizers["muon"].splits.items() if n == 3}
     assert split == {"blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.weight"}  # query, key, value: three matrices
     # The schedule scales every group from its own peak.
     optimizer.set_lr(0.5)

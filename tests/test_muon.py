@@ -91,12 +91,12 @@ def test_float32_steps_agree_with_torch_optim_muon():
 
 
 def test_a_split_matrix_steps_as_its_blocks_would_alone():
-    """A group with split=3 (attention's fused query, key and value weights) steps each block of rows as
+    """A matrix split in 3 (attention's fused query, key and value weights) steps each block of rows as
     a matrix of its own, with its own scale: as Muon steps three separate matrices."""
     torch.manual_seed(0)
     fused = torch.nn.Parameter(torch.randn(48, 16) * 0.02)
     apart = [torch.nn.Parameter(block.detach().clone()) for block in fused.chunk(3)]
-    split = Muon([{"params": [fused], "split": 3}], lr=0.03, weight_decay=0.1)
+    split = Muon([fused], lr=0.03, weight_decay=0.1, splits={fused: 3})
     alone = Muon(apart, lr=0.03, weight_decay=0.1)
     for _ in range(3):
         fused.grad = torch.randn(fused.shape)
@@ -111,12 +111,13 @@ def test_a_split_matrix_steps_as_its_blocks_would_alone():
     whole.grad = torch.randn(48, 16)
     cut.grad = whole.grad.clone()
     Muon([whole], lr=0.03).step()
-    Muon([{"params": [cut], "split": 3}], lr=0.03).step()
+    Muon([cut], lr=0.03, splits={cut: 3}).step()
     assert (whole - cut).abs().max() > 1e-3
 
 
 def test_muon_takes_matrices_only():
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
-    with pytest.raises(ValueError, match="multiple of split=3"):
-        Muon([{"params": [torch.nn.Parameter(torch.zeros(4, 2))], "split": 3}])
+    p = torch.nn.Parameter(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="multiple of their split"):
+        Muon([p], splits={p: 3})

@@ -15,6 +15,8 @@ It is written out here rather than taken from torch.optim.Muon for what matters 
   model's 16 matrices took 14.6 ms against torch.optim.Muon's 22.3 ms (medians, two threads, native
   bfloat16; benchmarks/RESULTS.md).
 - In float32, wide matrices iterate on their small Gram matrix (orthogonalise), a third less work.
+- A matrix can be split into blocks of rows (`splits`), each orthogonalised and scaled as a matrix of its
+  own: attention's fused query, key and value weights are three (torch.optim.Muon takes the whole).
 """
 
 from __future__ import annotations
@@ -65,22 +67,26 @@ def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
 
 class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
-                 nesterov: bool = True, ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
+                 nesterov: bool = True, ns_steps: int = 5, ns_dtype: torch.dtype | None = None,
+                 splits: dict[torch.Tensor, int] | None = None):
         """ns_dtype: the orthogonalisation's dtype (None: orthogonalisation_dtype of the parameters' device).
-        A parameter group's "split" (default 1) cuts each of its matrices into that many blocks of rows, each
-        orthogonalised as a matrix of its own: attention's fused query, key and value weights are three."""
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                        split=1)
+        splits: matrices to cut into that many blocks of rows, each orthogonalised as a matrix of its own
+        (attention's fused query, key and value weights are three); a setting, not state, so checkpoints
+        keep torch's format whatever it says."""
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps)
         super().__init__(params, defaults)
+        self.splits = dict(splits or {})
         for group in self.param_groups:
-            if any(p.dim() != 2 or p.size(0) % group["split"] for p in group["params"]):
-                raise ValueError(f"Muon takes 2-D weight matrices only, with rows a multiple of split={group['split']}")
+            for p in group["params"]:
+                if p.dim() != 2 or p.size(0) % self.splits.get(p, 1):
+                    raise ValueError(f"Muon takes 2-D weight matrices only, with rows a multiple of their split "
+                                     f"({tuple(p.shape)}, split {self.splits.get(p, 1)})")
         self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            lr, momentum, split = group["lr"], group["momentum"], group["split"]
+            lr, momentum = group["lr"], group["momentum"]
             # Blocks of one shape, tall ones turned on their side (a 384 x 96 and a 96 x 384 alike), are
             # orthogonalised together in one batched product: (weights, their update) by shape.
             by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -94,6 +100,7 @@ class Muon(torch.optim.Optimizer):
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
                 p.mul_(1 - lr * group["weight_decay"])
+                split = self.splits.get(p, 1)
                 for block, u in zip(p.chunk(split), update.chunk(split)):  # views of rows
                     by_shape.setdefault((min(u.shape), max(u.shape)), []).append((block, u))
             for pairs in by_shape.values():

@@ -73,7 +73,7 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> Optimizers:
     if not use_muon:
         return Optimizers(adamw=adamw)
     # Attention's query, key and value weights are one matrix, orthogonalised as the three they are.
-    groups = [{"params": [p for n, p in hidden if n.endswith("attn.qkv.weight")], "split": 3},
-              {"params": [p for n, p in hidden if not n.endswith("attn.qkv.weight")]}]
-    muon = Muon(groups, lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95, nesterov=True)
+    qkv = {p: 3 for n, p in hidden if n.endswith("attn.qkv.weight")}
+    muon = Muon([p for _, p in hidden], lr=config.muon_lr, weight_decay=config.weight_decay, momentum=0.95,
+                nesterov=True, splits=qkv)
     return Optimizers(muon=muon, adamw=adamw)
