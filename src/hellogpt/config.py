@@ -136,7 +136,8 @@ def size_settings(size: int) -> dict:
 
 
 OPTIMIZERS = ("muon", "adamw")
-GELUS = ("exact", "tanh")  # GPTConfig.gelu's values (model.GELUS)
+GELUS = ("exact", "tanh")  # the MLP's GELU (model.GPTConfig.gelu)
+CHOICES = {"optimizer": OPTIMIZERS, "gelu": GELUS}  # settings that take one of a few words
 RUN_LENGTH = ("time", "epochs", "max_steps")
 DEFAULT_TIME = 120.0  # seconds: the two-minute model
 DEFAULT_EPOCHS = 10.0  # Alice in Wonderland (40 k tokens): 2.77 bits/byte after 33 epochs in 120 s, 1.99 after 12
@@ -162,9 +163,9 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
             shown = f"{DEFAULT_TIME:g} when no run length is given"
         if f.name == "epochs":
             shown = f"{DEFAULT_EPOCHS:g} when neither --epochs nor --max-steps is given"
-        if f.name in ("optimizer", "gelu"):
-            group.add_argument(_flag(f.name), dest=f.name, default=unset,
-                               choices=OPTIMIZERS if f.name == "optimizer" else GELUS, help=f"(default: {default})")
+        if f.name in CHOICES:
+            group.add_argument(_flag(f.name), dest=f.name, default=unset, choices=CHOICES[f.name],
+                               help=f"(default: {default})")
         elif isinstance(default, bool):
             group.add_argument(_flag(f.name), dest=f.name, default=unset, action=argparse.BooleanOptionalAction,
                                help=f"(default: {default})")
@@ -202,9 +203,10 @@ def given_settings(config_file: str | Path | None = None, overrides: dict | None
                 f"Setting {name} = {value!r} in {config_file or 'the settings'} should be a {expected.__name__} "
                 f"(default: {by_name[name].default!r})."
             )
-    if values.get("optimizer", "muon") not in OPTIMIZERS:
-        raise UserError(f"Setting optimizer = {values['optimizer']!r} in {config_file or 'the settings'} is not "
-                        f"one of {', '.join(OPTIMIZERS)}.")
+    for name, choices in CHOICES.items():
+        if name in values and values[name] not in choices:
+            raise UserError(f"Setting {name} = {values[name]!r} in {config_file or 'the settings'} is not "
+                            f"one of {', '.join(choices)}.")
     return values
 
 

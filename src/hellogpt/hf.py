@@ -165,9 +165,9 @@ def read_gpt2_config(path: Path) -> GPTConfig:
         raise UserError(f"{path} describes a {model_type or 'nameless'!r} model, but HelloGPT imports only "
                         "GPT-2 models (model_type \"gpt2\"), whose architecture is its own.")
     unsupported = []
-    if gpt2.get("activation_function", "gelu_new") not in GELU_NAMES:
-        unsupported.append(f"activation_function {gpt2['activation_function']!r} (HelloGPT computes "
-                           f"{' or '.join(GELU_NAMES)})")
+    activation = gpt2.get("activation_function", "gelu_new")
+    if activation not in GELU_NAMES:
+        unsupported.append(f"activation_function {activation!r} (HelloGPT computes {' or '.join(GELU_NAMES)})")
     if gpt2.get("layer_norm_epsilon", 1e-5) != 1e-5:
         unsupported.append(f"layer_norm_epsilon {gpt2['layer_norm_epsilon']} (HelloGPT uses 1e-05)")
     if not gpt2.get("scale_attn_weights", True):
@@ -193,7 +193,7 @@ def read_gpt2_config(path: Path) -> GPTConfig:
         dropout=gpt2.get("resid_pdrop", 0.1),
         bias=True,
         tie_embeddings=gpt2.get("tie_word_embeddings", True),
-        gelu=GELU_NAMES[gpt2.get("activation_function", "gelu_new")],
+        gelu=GELU_NAMES[activation],
     )
 
 

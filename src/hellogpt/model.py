@@ -23,11 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hellogpt.config import GELUS
 from hellogpt.errors import UserError
 from hellogpt.loss import linear_cross_entropy
-
-
-GELUS = {"exact": "none", "tanh": "tanh"}  # GPTConfig.gelu -> F.gelu's approximate=
 
 
 @dataclass
@@ -149,7 +147,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.d_ffn, config.d_model, bias=config.bias)
         # GPT-2's GELU is the tanh approximation (imported GPT-2 models compute it); new models take the exact
         # one, the same curve to 1e-3 and twice as fast on a CPU (config.py).
-        self.approximate = GELUS[config.gelu]
+        self.approximate = "tanh" if config.gelu == "tanh" else "none"  # F.gelu's names
 
     def forward(self, x):  # (B, T, C)
         return self.proj(F.gelu(self.fc(x), approximate=self.approximate))  # (B, T, d_ffn) -> (B, T, C)
