@@ -14,7 +14,7 @@ It is written out here rather than taken from torch.optim.Muon for what matters 
 - It orthogonalises all the matrices of one shape in one batched product: its step for the two-minute
   model's 16 matrices took 14.6 ms against torch.optim.Muon's 22.3 ms (medians, two threads, native
   bfloat16; benchmarks/RESULTS.md).
-- In float32, wide matrices iterate on their small Gram matrix (orthogonalise), a third less work.
+- In float32, wide matrices iterate on their small Gram matrix (orthogonalise), a third fewer multiply-adds.
 - A matrix can be split into blocks of rows (`splits`), each orthogonalised and scaled as a matrix of its
   own: attention's fused query, key and value weights are three (torch.optim.Muon takes the whole).
 """
@@ -52,7 +52,7 @@ def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
     # The same iteration on the Gram matrix alone, for wide matrices (cols > 1.5 rows): each step is
     # X <- Q X with Q = a I + b A + c A^2, so A <- Q A Q = Q^2 A (Q and A commute: both are polynomials
     # in the first A), and the product P of the Qs multiplies X once at the end. Matrix products of
-    # rows x rows instead of rows x cols: for the blocks' 96 x 384 matrices, a third less work. Only in
+    # rows x rows instead of rows x cols: for the blocks' 96 x 384 matrices, a third fewer multiply-adds. Only in
     # float32: in bfloat16 the repeated products of A drift (and there the plain form is fast anyway).
     A = X @ X.mT  # (n, rows, rows)
     P = None
