@@ -52,8 +52,9 @@ def orthogonalise(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
     # The same iteration on the Gram matrix alone, for wide matrices (cols > 1.5 rows): each step is
     # X <- Q X with Q = a I + b A + c A^2, so A <- Q A Q = Q^2 A (Q and A commute: both are polynomials
     # in the first A), and the product P of the Qs multiplies X once at the end. Matrix products of
-    # rows x rows instead of rows x cols: for the blocks' 96 x 384 matrices, a third fewer multiply-adds. Only in
-    # float32: in bfloat16 the repeated products of A drift (and there the plain form is fast anyway).
+    # rows x rows instead of rows x cols: for the blocks' 96 x 384 matrices, a third fewer multiply-adds.
+    # Only in float32, where it is checked against the plain form (tests/test_muon.py); how its repeated
+    # products of A round in bfloat16 is not measured, so bfloat16 keeps the plain form.
     A = X @ X.mT  # (n, rows, rows)
     P = None
     for step in range(steps):
