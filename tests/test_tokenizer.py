@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hellogpt.config import Config
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
-from hellogpt.tokenizer import EOT, Tokenizer, load_tokenizer, split_for_encoding, train_bpe, train_tokenizer
+from hellogpt.tokenizer import (EOT, LARGE_TEXT_CHARS, LARGE_VOCAB, SMALL_VOCAB, Tokenizer, load_tokenizer,
+                                split_for_encoding, train_bpe, train_tokenizer, vocab_size_for)
 
 # Text that breaks tokenizers: emoji (with joiners and skin tones), combining marks, control
 # characters, CRLF and lone CR, long whitespace runs, right-to-left script, a BOM, NUL.
@@ -162,6 +164,29 @@ def test_retraining_keeps_a_different_previous_tokenizer(tmp_path, corpus_dir):
     kept = home.tokenizer_dir / f"tokenizer.{old.fingerprint}.json"
     assert sorted(p.name for p in home.tokenizer_dir.iterdir()) == sorted(["tokenizer.json", kept.name])
     assert load_tokenizer(kept).fingerprint == old.fingerprint != new.fingerprint
+
+
+def test_without_a_vocab_size_the_books_size_decides(tmp_path, corpus_dir):
+    """Pride and Prejudice (656 k training characters) gets the larger vocabulary, Oz (187 k) the smaller; the
+    command line says which, and --vocab-size still decides when given."""
+    home = Home(tmp_path)
+    assert train_tokenizer(home, corpus_dir / "pg1342.txt", vocab_size=0, val_fraction=0.1,
+                           show_progress=False).vocab_size == LARGE_VOCAB
+    assert train_tokenizer(home, corpus_dir / "pg55.txt", vocab_size=0, val_fraction=0.1,
+                           show_progress=False).vocab_size == SMALL_VOCAB
+    assert vocab_size_for(LARGE_TEXT_CHARS - 1) == SMALL_VOCAB and vocab_size_for(LARGE_TEXT_CHARS) == LARGE_VOCAB
+    assert Config().vocab_size == 0  # the default is the rule
+
+
+@pytest.mark.integration
+def test_tokenizer_command_sizes_the_vocabulary_by_the_books(run_hellogpt, tmp_path, corpus_dir):
+    book = corpus_dir / "pg1342.txt"
+    r = run_hellogpt("--home", tmp_path, "tokenizer", "train", "--data", book)
+    assert r.returncode == 0, r.stderr
+    assert f"(vocabulary {LARGE_VOCAB:,}) on the training part of 1 book(s): 655,870 characters" in r.stdout
+    r = run_hellogpt("--home", tmp_path, "tokenizer", "train", "--data", book, "--vocab-size", "1024")
+    assert r.returncode == 0, r.stderr
+    assert load_tokenizer(Home(tmp_path).tokenizer_path).vocab_size == 1024
 
 
 def test_vocab_size_too_small(tmp_path, corpus_dir):

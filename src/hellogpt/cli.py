@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok = add(sub, "tokenizer", help="the byte-level BPE tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
     tt = add(tok_sub, "train", help="train the tokenizer on the books")
-    tt.add_argument("--vocab-size", type=int, default=None, metavar="N", help="vocabulary size (default: from config)")
+    tt.add_argument("--vocab-size", type=int, default=None, metavar="N",
+                    help="vocabulary size (default: by the books' size, 2048 or 2560: see tokenizer.vocab_size_for)")
     tt.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
     train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")

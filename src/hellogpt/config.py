@@ -30,7 +30,9 @@ class Config:
     model_name: str = "hellogpt"  # checkpoints: artifacts/checkpoints/<model_name>/
 
     # --- tokenizer and data ---
-    vocab_size: int = 2048  # byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    # Byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>); 0: by the size of the books' training
+    # text, 2048 or 2560 (tokenizer.vocab_size_for)
+    vocab_size: int = 0
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
     # --- model (see model.py) ---
@@ -160,6 +162,8 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
         shown = "from --size" if f.name in size_settings(1) else default
         if f.name == "size":
             shown = f"{default}; with a time budget, the largest that sees enough tokens on this machine"
+        if f.name == "vocab_size":
+            shown = "by the books' size: 2048, or 2560 for over 450,000 characters of training text"
         if f.name == "time":
             shown = f"{DEFAULT_TIME:g} when no run length is given"
         if f.name == "epochs":

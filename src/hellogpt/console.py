@@ -92,12 +92,12 @@ def ensure_books(home: Home, args) -> Path:
 
 def ensure_tokenizer(home: Home, args, config: Config, books: Path):
     """Step 2: the byte-level BPE tokenizer, trained on the books if there is none."""
-    from hellogpt.tokenizer import load_tokenizer, train_tokenizer
+    from hellogpt.tokenizer import describe_vocab_size, load_tokenizer, train_tokenizer
 
     if home.tokenizer_path.is_file():
         return load_tokenizer(home.tokenizer_path)
     print(f"\nThere is no tokenizer yet ({home.tokenizer_path}). A tokenizer cuts text into the pieces the "
-          f"model reads and writes; HelloGPT learns {config.vocab_size:,} of them (bytes, then frequent "
+          f"model reads and writes; HelloGPT learns {describe_vocab_size(config.vocab_size)} (bytes, then frequent "
           "merges of bytes) from the training part of the books.")
     if not ask("Train the tokenizer now?", args.yes):
         raise Declined("Train it with `hellogpt tokenizer train`, then run me again.")

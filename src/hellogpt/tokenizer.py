@@ -206,13 +206,33 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 MIN_VOCAB_SIZE = 257  # the 256 byte values plus <|endoftext|>
+# Without a vocabulary size asked for, it follows the books' training text. A larger vocabulary puts more text in
+# each token, so a run reads more of its books in the same steps, but it sees each token fewer times. With the
+# two-minute model (benchmarks/RESULTS.md) 2,560 beat 2,048 on the two books of over 450,000 training characters
+# (Pride and Prejudice by about 0.006 bits per byte, Sherlock Holmes by 0.003 and 0.016); on the six smaller ones
+# it lost or tied (Northanger Abbey by 0.018, Oz 0.012, Alice 0.005, two within 0.002), Frankenstein aside (0.003
+# better). Larger texts were not tried: they keep 2,560 unless --vocab-size says otherwise.
+LARGE_TEXT_CHARS = 450_000
+SMALL_VOCAB, LARGE_VOCAB = 2048, 2560
+
+
+def vocab_size_for(train_chars: int) -> int:
+    """The vocabulary for books of train_chars training characters when no size is asked for."""
+    return LARGE_VOCAB if train_chars >= LARGE_TEXT_CHARS else SMALL_VOCAB
+
+
+def describe_vocab_size(vocab_size: int) -> str:
+    """'2,560 tokens', or for 0 (by the books' size) what that will be."""
+    if vocab_size:
+        return f"{vocab_size:,} tokens"
+    return f"{SMALL_VOCAB:,} tokens, or {LARGE_VOCAB:,} for over {LARGE_TEXT_CHARS:,} characters of training text"
 
 
 def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: float,
                     show_progress: bool = True) -> Tokenizer:
     """Learn BPE merges from the training part of every book (never the validation part), save
-    the result atomically to home.tokenizer_path and return it."""
-    if vocab_size < MIN_VOCAB_SIZE:
+    the result atomically to home.tokenizer_path and return it. vocab_size 0: vocab_size_for the text."""
+    if vocab_size and vocab_size < MIN_VOCAB_SIZE:
         raise UserError(f"--vocab-size {vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} "
                         "(the 256 byte values plus <|endoftext|>). Try 1024 to 8000.")
     console = Console(quiet=not show_progress, soft_wrap=True)
@@ -221,6 +241,7 @@ def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: 
     with console.status(f"Reading {len(books)} book(s) from {data_path}"):
         train_texts = [split_text(read_book(p), val_fraction)[0] for p in books]
     chars = sum(len(t) for t in train_texts)
+    vocab_size = vocab_size or vocab_size_for(chars)
     console.print(f"Training a byte-level BPE tokenizer (vocabulary {vocab_size:,}) on the training part "
                   f"of {len(books)} book(s): {chars:,} characters.")
     # Pieces rather than whole books: the trainer counts words on every core at once.

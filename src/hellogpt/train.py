@@ -317,7 +317,7 @@ class MetricsLog:
 def ensure_tokenizer(home: Home, config: Config, books: Path, yes: bool, ctx: distributed.Dist):
     """The tokenizer this model uses; if there is none, train it when we may (--yes, or the user says so
     on a terminal), else say which command makes one. Under torchrun: --yes or an existing tokenizer."""
-    from hellogpt.tokenizer import load_tokenizer, train_tokenizer
+    from hellogpt.tokenizer import describe_vocab_size, load_tokenizer, train_tokenizer
 
     path = tokenizer_path_for(home, config.model_name)
     if not path.is_file() and ctx.is_local_main:
@@ -329,7 +329,8 @@ def ensure_tokenizer(home: Home, config: Config, books: Path, yes: bool, ctx: di
         from hellogpt.console import ask
 
         print(f"There is no tokenizer yet ({path}): training needs one to turn the books into tokens.")
-        if not ask(f"Train a byte-level BPE tokenizer (vocabulary {config.vocab_size:,}) on {books} now?", yes):
+        if not ask(f"Train a byte-level BPE tokenizer ({describe_vocab_size(config.vocab_size)}) on {books} now?",
+                   yes):
             raise UserError("No tokenizer, so no training. Train one with `hellogpt tokenizer train`, then run "
                             "`hellogpt train` again.", exit_code=1)
         train_tokenizer(home, books, config.vocab_size, config.val_fraction)
@@ -443,10 +444,11 @@ def _train(config, home, data_path, resume, given, yes, display, device, ctx) ->
     tokenizer = ensure_tokenizer(home, config, data_path, yes, ctx)
     if ckpt is not None:
         check_tokenizer(ckpt, tokenizer, ckpt_path)
-    elif tokenizer.vocab_size != config.vocab_size:
-        display.note(f"The tokenizer has a vocabulary of {tokenizer.vocab_size:,} (vocab_size {config.vocab_size:,} "
-                     "applies when a tokenizer is trained); the model uses the tokenizer's.")
-        config = replace(config, vocab_size=tokenizer.vocab_size)
+    else:
+        if config.vocab_size and tokenizer.vocab_size != config.vocab_size:
+            display.note(f"The tokenizer has a vocabulary of {tokenizer.vocab_size:,} (vocab_size "
+                         f"{config.vocab_size:,} applies when a tokenizer is trained); the model uses the tokenizer's.")
+        config = replace(config, vocab_size=tokenizer.vocab_size)  # stored with the model: what it was built with
     if not ctx.is_local_main:
         distributed.barrier(ctx)  # let the first rank on this machine build the token cache
     data: TokenData = prepare_tokens(home, data_path, tokenizer, config.val_fraction, show_progress=ctx.is_main)
