@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from hellogpt.config import add_config_flags
+from hellogpt.config import add_config_flags, describe_vocab_size
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
     tt = add(tok_sub, "train", help="train the tokenizer on the books")
     tt.add_argument("--vocab-size", type=int, default=None, metavar="N",
-                    help="vocabulary size (default: by the books' size, 2048 or 2560: see tokenizer.vocab_size_for)")
+                    help=f"vocabulary size (default: by the books' size, {describe_vocab_size(0)})")
     tt.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
     train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")

@@ -31,7 +31,7 @@ class Config:
 
     # --- tokenizer and data ---
     # Byte-level BPE vocabulary (256 bytes + merges + <|endoftext|>); 0: by the size of the books' training
-    # text, 2048 or 2560 (tokenizer.vocab_size_for)
+    # text, 2048 or 2560 (vocab_size_for below)
     vocab_size: int = 0
     val_fraction: float = 0.1  # the last 10% of each book's characters are held out
 
@@ -141,6 +141,28 @@ def size_settings(size: int) -> dict:
                 lr=6e-3 * math.sqrt(3 / size))
 
 
+# Without a vocabulary size asked for, it follows the books' training text. A larger vocabulary puts more text in
+# each token, so a run reads more of its books in the same steps, but it sees each token fewer times. With the
+# two-minute model (benchmarks/RESULTS.md) 2,560 beat 2,048 on the two books of over 450,000 training characters
+# (Pride and Prejudice by about 0.006 bits per byte, Sherlock Holmes by 0.003 and 0.016); on the six smaller ones
+# it lost or tied (Northanger Abbey by 0.018, Oz 0.012, Alice 0.005, two within 0.0025), Frankenstein aside (0.003
+# better). Larger texts were not tried: they keep 2,560 unless --vocab-size says otherwise.
+LARGE_TEXT_CHARS = 450_000
+SMALL_VOCAB, LARGE_VOCAB = 2048, 2560
+
+
+def vocab_size_for(train_chars: int) -> int:
+    """The vocabulary for books of train_chars training characters when no size is asked for."""
+    return LARGE_VOCAB if train_chars >= LARGE_TEXT_CHARS else SMALL_VOCAB
+
+
+def describe_vocab_size(vocab_size: int) -> str:
+    """'2,560 tokens', or for 0 (by the books' size) what that will be."""
+    if vocab_size:
+        return f"{vocab_size:,} tokens"
+    return f"{SMALL_VOCAB:,} tokens, or {LARGE_VOCAB:,} for over {LARGE_TEXT_CHARS:,} characters of training text"
+
+
 OPTIMIZERS = ("muon", "adamw")
 GELUS = ("exact", "tanh")  # the MLP's GELU (model.GPTConfig.gelu)
 CHOICES = {"optimizer": OPTIMIZERS, "gelu": GELUS}  # settings that take one of a few words
@@ -166,7 +188,7 @@ def add_config_flags(parser: argparse.ArgumentParser, unset=None) -> None:
         if f.name == "size":
             shown = f"{default}; with a time budget, the largest that sees enough tokens on this machine"
         if f.name == "vocab_size":
-            shown = "by the books' size: 2048, or 2560 for over 450,000 characters of training text"
+            shown = f"by the books' size: {describe_vocab_size(0)}"
         if f.name == "time":
             shown = f"{DEFAULT_TIME:g} when no run length is given"
         if f.name == "epochs":

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from hellogpt.config import Config, given_settings_from_args
+from hellogpt.config import Config, describe_vocab_size, given_settings_from_args
 from hellogpt.errors import UserError
 from hellogpt.paths import Home
 
@@ -92,7 +92,7 @@ def ensure_books(home: Home, args) -> Path:
 
 def ensure_tokenizer(home: Home, args, config: Config, books: Path):
     """Step 2: the byte-level BPE tokenizer, trained on the books if there is none."""
-    from hellogpt.tokenizer import describe_vocab_size, load_tokenizer, train_tokenizer
+    from hellogpt.tokenizer import load_tokenizer, train_tokenizer
 
     if home.tokenizer_path.is_file():
         return load_tokenizer(home.tokenizer_path)

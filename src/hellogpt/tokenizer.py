@@ -30,7 +30,7 @@ from rich.console import Console
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from hellogpt.config import Config
+from hellogpt.config import Config, vocab_size_for
 from hellogpt.corpus import data_path, find_books, read_book, split_text
 from hellogpt.errors import UserError
 from hellogpt.fileio import atomic_path
@@ -206,26 +206,6 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 MIN_VOCAB_SIZE = 257  # the 256 byte values plus <|endoftext|>
-# Without a vocabulary size asked for, it follows the books' training text. A larger vocabulary puts more text in
-# each token, so a run reads more of its books in the same steps, but it sees each token fewer times. With the
-# two-minute model (benchmarks/RESULTS.md) 2,560 beat 2,048 on the two books of over 450,000 training characters
-# (Pride and Prejudice by about 0.006 bits per byte, Sherlock Holmes by 0.003 and 0.016); on the six smaller ones
-# it lost or tied (Northanger Abbey by 0.018, Oz 0.012, Alice 0.005, two within 0.002), Frankenstein aside (0.003
-# better). Larger texts were not tried: they keep 2,560 unless --vocab-size says otherwise.
-LARGE_TEXT_CHARS = 450_000
-SMALL_VOCAB, LARGE_VOCAB = 2048, 2560
-
-
-def vocab_size_for(train_chars: int) -> int:
-    """The vocabulary for books of train_chars training characters when no size is asked for."""
-    return LARGE_VOCAB if train_chars >= LARGE_TEXT_CHARS else SMALL_VOCAB
-
-
-def describe_vocab_size(vocab_size: int) -> str:
-    """'2,560 tokens', or for 0 (by the books' size) what that will be."""
-    if vocab_size:
-        return f"{vocab_size:,} tokens"
-    return f"{SMALL_VOCAB:,} tokens, or {LARGE_VOCAB:,} for over {LARGE_TEXT_CHARS:,} characters of training text"
 
 
 def train_tokenizer(home: Home, data_path: Path, vocab_size: int, val_fraction: float,

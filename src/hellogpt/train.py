@@ -45,7 +45,7 @@ from hellogpt import distributed
 from hellogpt.averaging import WeightAverage
 from hellogpt.checkpoint_manager import (build_model, check_tokenizer, load_checkpoint, locate, save_checkpoint,
                                          serials, tokenizer_path_for)
-from hellogpt.config import GELUS, RUN_LENGTH, Config, given_settings_from_args
+from hellogpt.config import GELUS, RUN_LENGTH, Config, describe_vocab_size, given_settings_from_args
 from hellogpt.corpus import data_path as books_path
 from hellogpt.dataloader import EpochSampler, TokenData, num_windows, prepare_tokens, windows
 from hellogpt.device import autocast, pick_device, setup_device
@@ -317,7 +317,7 @@ class MetricsLog:
 def ensure_tokenizer(home: Home, config: Config, books: Path, yes: bool, ctx: distributed.Dist):
     """The tokenizer this model uses; if there is none, train it when we may (--yes, or the user says so
     on a terminal), else say which command makes one. Under torchrun: --yes or an existing tokenizer."""
-    from hellogpt.tokenizer import describe_vocab_size, load_tokenizer, train_tokenizer
+    from hellogpt.tokenizer import load_tokenizer, train_tokenizer
 
     path = tokenizer_path_for(home, config.model_name)
     if not path.is_file() and ctx.is_local_main:
