@@ -21,26 +21,27 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hellogpt.config import Config, size_settings
-from hellogpt.device import malloc_variable
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.core.settings import Config, size_settings
+from hellogpt.core.device import malloc_variable
 
 OUT = Path(__file__).resolve().parent / "out"
 
 STEPS = """
 import json, resource, sys, time
 import torch
-from hellogpt.config import Config, size_settings
-from hellogpt.device import malloc_variable
-from hellogpt.device import keep_freed_memory
-from hellogpt.model import GPT
-from hellogpt.optimizer import make_optimizer
-from hellogpt.train import optimizer_step
+from hellogpt.core.settings import Config, size_settings
+from hellogpt.core.device import malloc_variable
+from hellogpt.core.device import keep_freed_memory
+from hellogpt.model.gpt import GPT
+from hellogpt.training.optim import make_optimizer
+from hellogpt.training.trainer import optimizer_step
 
 keep, size, batch_size, context, steps = sys.argv[1] == "keep", *map(int, sys.argv[2:])
 took = keep_freed_memory() if keep else False
 config = Config(size=size, **{**size_settings(size), "max_seq_len": context}, batch_size=batch_size, time=120)
 torch.manual_seed(0)
-model = GPT(config.model_config(2048))
+model = GPT(gpt_config(config, 2048))
 optimizer = make_optimizer(model, config)
 batch = lambda: (torch.randint(0, 2048, (batch_size, context)), torch.randint(0, 2048, (batch_size, context)))
 step = lambda: optimizer_step(model, model, optimizer, batch, 1, 0.0, torch.device("cpu"))

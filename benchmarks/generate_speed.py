@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 from bench_models import SEED_MODEL
 
-from hellogpt.config import Config
-from hellogpt.engine import Engine, Settings
-from hellogpt.model import GPT
-from hellogpt.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.core.settings import Config
+from hellogpt.generation.generator import Engine, Settings
+from hellogpt.model.gpt import GPT
+from hellogpt.data.tokenizer import Tokenizer, load_tokenizer, train_bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -48,8 +49,8 @@ GREEDY = dict(temperature=0.0)
 def model_and_tokenizer(args) -> tuple[GPT, Tokenizer, str]:
     """A trained checkpoint when --model-name is given, else the seed's size with fresh weights."""
     if args.model_name:
-        from hellogpt.checkpoint_manager import load_for_inference
-        from hellogpt.paths import Home
+        from hellogpt.model.checkpoint import load_for_inference
+        from hellogpt.core.paths import Home
 
         model, tokenizer, _, where = load_for_inference(Home.resolve(args.home), args.model_name)
         return model, tokenizer, f"{where.path}"
@@ -60,7 +61,7 @@ def model_and_tokenizer(args) -> tuple[GPT, Tokenizer, str]:
         train_bpe([text], config.vocab_size, show_progress=False).save(str(path))
         tokenizer = load_tokenizer(path)
     torch.manual_seed(0)
-    model = GPT(config.model_config(tokenizer.vocab_size)).eval()
+    model = GPT(gpt_config(config, tokenizer.vocab_size)).eval()
     return model, tokenizer, "fresh weights, the seed's size"
 
 
@@ -68,7 +69,7 @@ def hf_model(model: GPT, tokenizer: Tokenizer):
     """The same weights as a transformers GPT2LMHeadModel, through HelloGPT's own export."""
     from transformers import GPT2LMHeadModel
 
-    from hellogpt.hf import export_hf
+    from hellogpt.model.hf import export_hf
 
     with tempfile.TemporaryDirectory() as tmp:
         export_hf(model, tokenizer, Path(tmp) / "gpt2")

@@ -26,9 +26,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hellogpt.config import Config
-from hellogpt.paths import Home
-from hellogpt.plots import METRICS_FILE
+from hellogpt.core.settings import Config
+from hellogpt.core.paths import Home
+from hellogpt.training.metrics import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

@@ -34,11 +34,12 @@ BUDGET = 2.5
 
 
 def make_home(root: Path) -> None:
-    from hellogpt.checkpoint_manager import save_checkpoint
-    from hellogpt.config import Config
-    from hellogpt.model import GPT
-    from hellogpt.paths import Home
-    from hellogpt.tokenizer import load_tokenizer, train_bpe
+    from hellogpt.model.checkpoint import gpt_config
+    from hellogpt.model.checkpoint import save_checkpoint
+    from hellogpt.core.settings import Config
+    from hellogpt.model.gpt import GPT
+    from hellogpt.core.paths import Home
+    from hellogpt.data.tokenizer import load_tokenizer, train_bpe
 
     home = Home(root)
     home.tokenizer_path.parent.mkdir(parents=True)
@@ -46,7 +47,7 @@ def make_home(root: Path) -> None:
     config = Config(**SEED_MODEL)
     train_bpe([text], config.vocab_size, show_progress=False).save(str(home.tokenizer_path))
     tokenizer = load_tokenizer(home.tokenizer_path)
-    model = GPT(config.model_config(tokenizer.vocab_size))
+    model = GPT(gpt_config(config, tokenizer.vocab_size))
     save_checkpoint(home.model_dir(config.model_name), {
         "model": model.state_dict(), "model_config": model.config.to_dict(), "config": config.to_dict(),
         "tokenizer_fingerprint": tokenizer.fingerprint, "step": 0, "metrics": [],

@@ -28,9 +28,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hellogpt.corpus import find_books, read_book
-from hellogpt.paths import Home
-from hellogpt.tokenizer import train_tokenizer
+from hellogpt.data.books import find_books, read_book
+from hellogpt.core.paths import Home
+from hellogpt.data.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

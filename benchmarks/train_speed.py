@@ -35,12 +35,12 @@ import torch.nn.functional as F
 
 from bench_models import SEED_MODEL
 
-from hellogpt.config import Config
-from hellogpt.dataloader import EpochSampler, windows
-from hellogpt.device import native_bfloat16
-from hellogpt.model import GPT, GPTConfig
-from hellogpt.optimizer import make_optimizer
-from hellogpt.train import optimizer_step
+from hellogpt.core.settings import Config
+from hellogpt.data.tokens import EpochSampler, windows
+from hellogpt.core.device import native_bfloat16
+from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.training.optim import make_optimizer
+from hellogpt.training.trainer import optimizer_step
 
 MODELS = {
     "a": (GPTConfig(**{**SEED_MODEL, "dropout": 0.0}), 32, 1290.0),

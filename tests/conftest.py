@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hellogpt.model import GPT, GPTConfig, KVCache
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.model.gpt import GPT, GPTConfig, KVCache
 
 CORPUS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
@@ -71,8 +72,8 @@ def greedy():
 @pytest.fixture(scope="session")
 def small_tokenizer(corpus_dir, tmp_path_factory):
     """A byte-level BPE (vocabulary 512) trained on the training part of Alice in Wonderland (150 KB)."""
-    from hellogpt.paths import Home
-    from hellogpt.tokenizer import train_tokenizer
+    from hellogpt.core.paths import Home
+    from hellogpt.data.tokenizer import train_tokenizer
 
     home = Home(tmp_path_factory.mktemp("small_tokenizer"))
     return train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
@@ -98,10 +99,10 @@ def tiny_home(tmp_path_factory, corpus_dir):
     """A home ready for generation: data/pride.txt (40,000 characters of Pride and Prejudice), its
     tokenizer (vocabulary 400) and model 'tiny' serial 1 (2 layers, d_model 32, context 32, untrained
     weights; metrics record a validation bits per byte of 7.5). Copy it before changing it."""
-    from hellogpt.checkpoint_manager import save_checkpoint
-    from hellogpt.config import Config
-    from hellogpt.paths import Home
-    from hellogpt.tokenizer import load_tokenizer, train_bpe
+    from hellogpt.model.checkpoint import save_checkpoint
+    from hellogpt.core.settings import Config
+    from hellogpt.core.paths import Home
+    from hellogpt.data.tokenizer import load_tokenizer, train_bpe
 
     home = Home(tmp_path_factory.mktemp("tiny_home"))
     text = (corpus_dir / "pg1342.txt").read_text(encoding="utf-8")[2_000:42_000]
@@ -112,7 +113,7 @@ def tiny_home(tmp_path_factory, corpus_dir):
     tokenizer = load_tokenizer(home.tokenizer_path)
     config = Config(model_name="tiny", max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, dropout=0.0)
     torch.manual_seed(0)
-    model = GPT(config.model_config(tokenizer.vocab_size))
+    model = GPT(gpt_config(config, tokenizer.vocab_size))
     save_checkpoint(home.model_dir("tiny"), {
         "model": model.state_dict(), "model_config": model.config.to_dict(), "config": config.to_dict(),
         "tokenizer_fingerprint": tokenizer.fingerprint, "step": 0, "tokens_seen": 0,
@@ -132,8 +133,8 @@ def book(corpus_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokenizer_file(book, tmp_path_factory):
     """A 300-token tokenizer trained on `book`, for tiny training runs."""
-    from hellogpt.paths import Home
-    from hellogpt.tokenizer import train_tokenizer
+    from hellogpt.core.paths import Home
+    from hellogpt.data.tokenizer import train_tokenizer
 
     home = Home(tmp_path_factory.mktemp("tok"))
     train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)

@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.checkpoint_manager import SERIAL_RE, TMP_PREFIX, load_checkpoint, save_checkpoint, serials
-from hellogpt.errors import UserError
+from hellogpt.model.checkpoint import SERIAL_RE, TMP_PREFIX, load_checkpoint, save_checkpoint, serials
+from hellogpt.core.errors import UserError
 
 # A writer that saves 8 MB checkpoints in a loop, so that most of its time is spent saving. Each holds
 # its writer's id and number, and a tensor filled with that number, to check that what loads is whole.
@@ -23,7 +23,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 import numpy as np, torch
-from hellogpt.checkpoint_manager import save_checkpoint
+from hellogpt.model.checkpoint import save_checkpoint
 
 model_dir, writer, count, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 print("ready", flush=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hellogpt.config import Config, given_settings, size_settings
-from hellogpt.errors import UserError
-from hellogpt.model import GPT
-from hellogpt.optimizer import make_optimizer
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.core.settings import Config, given_settings, size_settings
+from hellogpt.core.errors import UserError
+from hellogpt.model.gpt import GPT
+from hellogpt.training.optim import make_optimizer
 
 
 def test_size_picks_a_consistent_shape():
@@ -47,7 +48,7 @@ def test_optimizer_must_be_known(tmp_path):
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     config = Config(vocab_size=300, size=2)
-    model = GPT(config.model_config())
+    model = GPT(gpt_config(config))
     optimizer = make_optimizer(model, config)
     muon = {id(p) for g in optimizer.optimizers["muon"].param_groups for p in g["params"]}
     adamw = {id(p) for g in optimizer.optimizers["adamw"].param_groups for p in g["params"]}
@@ -69,10 +70,10 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
 
 
 def test_new_models_take_the_exact_gelu_and_older_stored_copies_the_tanh_one():
-    assert Config().gelu == "exact" and Config().model_config().gelu == "exact"
+    assert Config().gelu == "exact" and gpt_config(Config()).gelu == "exact"
     assert Config.from_dict({"size": 2}).gelu == "tanh"  # stored before the setting existed: trained with tanh
     assert Config.from_dict(Config(gelu="exact").to_dict()).gelu == "exact"
-    from hellogpt.train import check_settings
+    from hellogpt.training.trainer import check_settings
 
     with pytest.raises(UserError, match="gelu = 'relu' is out of range: it must be 'exact' or 'tanh'"):
         check_settings(Config(gelu="relu"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from hellogpt.paths import Home
+from hellogpt.core.paths import Home
 
 pytestmark = pytest.mark.integration
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
@@ -104,7 +104,7 @@ def test_start_up_imports_nothing_it_does_not_need(home):
     """The way to the first prompt stays quick: no transformers, no plotting, no training code."""
     code = ("import sys; from hellogpt.cli import main; main(['--home', sys.argv[1], '--model-name', 'tiny']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'matplotlib') "
-            "or m in ('hellogpt.train', 'hellogpt.dataloader')))")
+            "or m in ('hellogpt.training.trainer', 'hellogpt.data.tokens')))")
     r = subprocess.run([sys.executable, "-c", code, str(home.root)], input="", capture_output=True, text=True,
                        timeout=120, env=ENV)
     assert r.returncode == 0, r.stderr
@@ -249,6 +249,6 @@ def test_default_training_is_sized_for_this_machine(tmp_path, book, tokenizer_fi
     assert r.stdout.index("Size ") < r.stdout.index("Training would use:")  # decided before it is shown
     assert f"parameters (size {size})" in r.stdout and f" size={size} " in r.stdout  # shown, then trained
     assert r.stdout.count("for this run: ") == 1  # timed once, not again by training
-    from hellogpt.checkpoint_manager import load_checkpoint
+    from hellogpt.model.checkpoint import load_checkpoint
 
     assert load_checkpoint(home.model_dir("hellogpt") / "serial_1.pt")["config"]["size"] == size

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hellogpt.corpus import BOM, clean, data_path, find_books, read_book, split_text
-from hellogpt.errors import UserError
-from hellogpt.paths import Home
+from hellogpt.data.books import BOM, clean, data_path, find_books, read_book, split_text
+from hellogpt.core.errors import UserError
+from hellogpt.core.paths import Home
 
 HEADER = "The Project Gutenberg eBook of X\r\n\r\nRelease date: 1998\r\n"
 START = "*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n"

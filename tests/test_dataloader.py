@@ -8,12 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt import dataloader
-from hellogpt.corpus import split_text
-from hellogpt.dataloader import EpochSampler, num_windows, prepare_tokens, sequential_batches, token_dtype, windows
-from hellogpt.errors import UserError
-from hellogpt.paths import Home
-from hellogpt.tokenizer import train_tokenizer
+from hellogpt.data import tokens as dataloader
+from hellogpt.data.books import split_text
+from hellogpt.data.tokens import EpochSampler, num_windows, prepare_tokens, sequential_batches, token_dtype, windows
+from hellogpt.core.errors import UserError
+from hellogpt.core.paths import Home
+from hellogpt.data.tokenizer import train_tokenizer
 
 
 @pytest.fixture

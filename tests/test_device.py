@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hellogpt.device import malloc_variable
+from hellogpt.core.device import malloc_variable
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -14,7 +14,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 def test_cpu_setup_keeps_freed_memory():
     """Training on a CPU sets up the device with glibc told to keep freed memory, and mallopt takes both
     values; unless the environment tunes glibc's malloc itself. In fresh processes: the setting stays."""
-    code = ("import torch; from hellogpt.device import keep_freed_memory, setup_device; "
+    code = ("import torch; from hellogpt.core.device import keep_freed_memory, setup_device; "
             "setup_device(torch.device('cpu')); print(keep_freed_memory.cache_info().misses, keep_freed_memory())")
     env = {k: v for k, v in os.environ.items() if not malloc_variable(k)}
     for extra, expected in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "262144"}, "False")):
@@ -25,7 +25,7 @@ def test_cpu_setup_keeps_freed_memory():
 
 
 def test_keep_freed_memory_elsewhere_is_a_no_op(monkeypatch):
-    from hellogpt import device
+    from hellogpt.core import device
 
     device.keep_freed_memory.cache_clear()
     monkeypatch.setattr(device.platform, "system", lambda: "Darwin")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hellogpt.download import DEFAULT_BOOKS, download_books
-from hellogpt.errors import UserError
+from hellogpt.data.gutenberg import DEFAULT_BOOKS, download_books
+from hellogpt.core.errors import UserError
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_offline_message_through_the_cli(tmp_path, run_hellogpt):
 
 def test_download_train_tokenizer_and_roundtrip_every_book(tmp_path, mirror, corpus_dir, run_hellogpt):
     """The issue's acceptance path: the default eight books from a mirror into a fresh home, then a tokenizer."""
-    from hellogpt.tokenizer import load_tokenizer
+    from hellogpt.data.tokenizer import load_tokenizer
 
     url, _ = mirror
     result = run_hellogpt("--home", str(tmp_path), "data", "download", "--mirror", url)

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.engine import Engine, Settings, TextStream, sample
-from hellogpt.errors import UserError
-from hellogpt.tokenizer import Tokenizer, train_bpe
+from hellogpt.generation.generator import Engine, Settings, TextStream, sample
+from hellogpt.core.errors import UserError
+from hellogpt.data.tokenizer import Tokenizer, train_bpe
 
 @pytest.fixture(autouse=True)
 def one_thread():

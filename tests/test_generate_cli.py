@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from hellogpt.cli import main
-from hellogpt.paths import Home
+from hellogpt.core.paths import Home
 
 pytestmark = pytest.mark.integration
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; and 2 threads on a busy 2-core machine crawl
@@ -67,7 +67,7 @@ def test_missing_and_mismatched_tokenizer(tiny_home, tmp_path, capsys):
     code, _, err = run(capsys, "--home", home.root, "generate", "Elizabeth", "--model-name", "tiny")
     assert code == 2 and "No tokenizer at" in err and "hellogpt tokenizer train" in err
 
-    from hellogpt.tokenizer import train_bpe
+    from hellogpt.data.tokenizer import train_bpe
 
     train_bpe(["a different book altogether"] * 20, vocab_size=300, show_progress=False).save(str(home.tokenizer_path))
     code, _, err = run(capsys, "--home", home.root, "generate", "Elizabeth", "--model-name", "tiny")

@@ -16,13 +16,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from hellogpt import hf
-from hellogpt.checkpoint_manager import load_for_inference, save_checkpoint, serials
-from hellogpt.config import Config
-from hellogpt.errors import UserError
-from hellogpt.model import GPT
-from hellogpt.paths import Home
-from hellogpt.tokenizer import EOT, load_tokenizer, train_bpe
+from hellogpt.model import hf
+from hellogpt.model.checkpoint import load_for_inference, save_checkpoint, serials
+from hellogpt.core.settings import Config
+from hellogpt.core.errors import UserError
+from hellogpt.model.gpt import GPT
+from hellogpt.core.paths import Home
+from hellogpt.data.tokenizer import EOT, load_tokenizer, train_bpe
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from hellogpt import inspection
-from hellogpt.checkpoint_manager import load_for_inference, save_checkpoint
-from hellogpt.errors import UserError
-from hellogpt.inspection import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
+from hellogpt.inspection import analysis as inspection
+from hellogpt.model.checkpoint import load_for_inference, save_checkpoint
+from hellogpt.core.errors import UserError
+from hellogpt.inspection.analysis import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
                                  print_logit_lens, print_next_token, print_tokens, run_inspect, visible)
-from hellogpt.model import GPT
-from hellogpt.paths import Home
+from hellogpt.model.gpt import GPT
+from hellogpt.core.paths import Home
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL = "trained"

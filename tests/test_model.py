@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from hellogpt.errors import UserError
-from hellogpt.model import GPT, GPTConfig, KVCache
+from hellogpt.core.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig, KVCache
 
 
 @torch.no_grad()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hellogpt import muon
-from hellogpt.device import native_bfloat16
-from hellogpt.muon import Muon, orthogonalise
+from hellogpt.training import muon
+from hellogpt.core.device import native_bfloat16
+from hellogpt.training.muon import Muon, orthogonalise
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 64), (2, 16, 20), (1, 32, 32)])  # the Gram form, the plain form twice

@@ -11,12 +11,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from hellogpt import sizing
-from hellogpt.checkpoint_manager import load_checkpoint
-from hellogpt.config import Config, size_settings
-from hellogpt.model import GPT
-from hellogpt.paths import Home
-from hellogpt.sizing import fit_size, planned_tokens, should_fit, sized
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.training import sizing
+from hellogpt.model.checkpoint import load_checkpoint
+from hellogpt.core.settings import Config, size_settings
+from hellogpt.model.gpt import GPT
+from hellogpt.core.paths import Home
+from hellogpt.training.sizing import fit_size, planned_tokens, should_fit, sized
 
 VOCAB = 2048
 CPU = torch.device("cpu")
@@ -40,7 +41,7 @@ def test_planned_tokens_follow_the_first_limit():
 
 
 def params(size: int) -> int:
-    return GPT(sized(Config(), size).model_config(VOCAB)).num_params()
+    return GPT(gpt_config(sized(Config(), size), VOCAB)).num_params()
 
 
 def machine(tokens_per_param: dict[int, float]):
@@ -79,7 +80,7 @@ def test_a_short_book_gets_a_smaller_model(monkeypatch):
 
 def test_step_seconds_times_a_real_step():
     config = sized(Config(), 2)
-    seconds = sizing.step_seconds(GPT(config.model_config(VOCAB)), config, CPU)
+    seconds = sizing.step_seconds(GPT(gpt_config(config, VOCAB)), config, CPU)
     assert 0 < seconds < 10
 
 
@@ -103,7 +104,7 @@ def test_train_without_a_size_is_sized_for_the_machine(tmp_path, tokenizer_file,
 
 def test_a_callers_own_config_is_trained_as_it_is(tmp_path, tokenizer_file, book, capsys, monkeypatch):
     """train() without `given` (a program's own Config, not a user's command line) picks no size."""
-    from hellogpt.train import train
+    from hellogpt.training.trainer import train
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     home = Home(tmp_path)

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.config import LARGE_TEXT_CHARS, LARGE_VOCAB, SMALL_VOCAB, Config, vocab_size_for
-from hellogpt.errors import UserError
-from hellogpt.paths import Home
-from hellogpt.tokenizer import EOT, Tokenizer, load_tokenizer, split_for_encoding, train_bpe, train_tokenizer
+from hellogpt.core.settings import LARGE_TEXT_CHARS, LARGE_VOCAB, SMALL_VOCAB, Config, vocab_size_for
+from hellogpt.core.errors import UserError
+from hellogpt.core.paths import Home
+from hellogpt.data.tokenizer import EOT, Tokenizer, load_tokenizer, split_for_encoding, train_bpe, train_tokenizer
 
 # Text that breaks tokenizers: emoji (with joiners and skin tones), combining marks, control
 # characters, CRLF and lone CR, long whitespace runs, right-to-left script, a BOM, NUL.

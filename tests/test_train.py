@@ -11,14 +11,14 @@ import signal
 import pytest
 import torch
 
-from hellogpt.checkpoint_manager import load_checkpoint, serials
-from hellogpt.config import Config
-from hellogpt.errors import UserError
-from hellogpt.evaluate import evaluate
-from hellogpt.paths import Home
-from hellogpt.plots import METRICS_FILE, PLOT_FILE
-from hellogpt.tokenizer import load_tokenizer, train_tokenizer
-from hellogpt.train import LogLines, Plan, lr_factor, plan_for, train
+from hellogpt.model.checkpoint import load_checkpoint, serials
+from hellogpt.core.settings import Config
+from hellogpt.core.errors import UserError
+from hellogpt.training.evaluate import evaluate
+from hellogpt.core.paths import Home
+from hellogpt.training.metrics import METRICS_FILE, PLOT_FILE
+from hellogpt.data.tokenizer import load_tokenizer, train_tokenizer
+from hellogpt.training.trainer import LogLines, Plan, lr_factor, plan_for, train
 
 # A model small enough for a test to train it for 40 steps in about a second.
 TINY = dict(vocab_size=300, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, batch_size=8,
@@ -208,13 +208,13 @@ def test_bad_settings_are_refused(make_home, book, bad, match):
 
 def test_evaluate_matches_its_definition(make_home, book):
     """Loss and bits per byte, recomputed window by window from the definition in the issue."""
-    from hellogpt.dataloader import prepare_tokens
-    from hellogpt.device import autocast
+    from hellogpt.data.tokens import prepare_tokens
+    from hellogpt.core.device import autocast
 
     home = make_home()
     result = train(tiny_config(max_steps=3), home, book)
     model_dir = home.model_dir("hellogpt")
-    from hellogpt.checkpoint_manager import build_model
+    from hellogpt.model.checkpoint import build_model
 
     model = build_model(load_checkpoint(model_dir / "serial_1.pt")).eval()
     tokenizer = load_tokenizer(home.tokenizer_path)
@@ -245,7 +245,7 @@ def test_gradient_accumulation_equals_the_bigger_batch(make_home, book, monkeypa
     """Batches of 8, or 2 micro-batches of 4 (the same 8 windows, drawn in turn): the same training.
     In float32 and with AdamW: bfloat16 products and Muon's bfloat16 orthogonalisation (where the CPU has
     them) would blur the comparison to a few 1e-5."""
-    from hellogpt import device
+    from hellogpt.core import device
 
     monkeypatch.setattr(device, "native_bfloat16", lambda device_type: False)
     big, accumulated = make_home("big"), make_home("accumulated")
@@ -259,8 +259,8 @@ def test_gradient_accumulation_equals_the_bigger_batch(make_home, book, monkeypa
 def test_the_kept_model_is_the_weights_average(make_home, book):
     """From halfway on, the checkpoint's "model" is the moving average of the trained weights (which it
     keeps as "live" to resume), and the reported validation is the average's; ema_decay 0 turns it off."""
-    from hellogpt.checkpoint_manager import build_model
-    from hellogpt.dataloader import prepare_tokens
+    from hellogpt.model.checkpoint import build_model
+    from hellogpt.data.tokens import prepare_tokens
 
     home, plain = make_home("averaged"), make_home("plain")
     result = train(tiny_config(max_steps=20, eval_every=0), home, book)
@@ -280,7 +280,7 @@ def test_the_kept_model_is_the_weights_average(make_home, book):
 def test_resume_of_weights_without_training_state(make_home, book):
     """Weights imported from Hugging Face (hf.py) have no optimizer, schedule or random state: --resume
     trains them on with fresh optimizer state and says so."""
-    from hellogpt.checkpoint_manager import save_checkpoint
+    from hellogpt.model.checkpoint import save_checkpoint
 
     home = make_home()
     first = load_checkpoint(train(tiny_config(max_steps=3), home, book).checkpoint)

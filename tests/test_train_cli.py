@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from hellogpt.checkpoint_manager import load_checkpoint, serials
+from hellogpt.model.checkpoint import load_checkpoint, serials
 from hellogpt.cli import main
-from hellogpt.paths import Home
+from hellogpt.core.paths import Home
 
 TINY = ["--d-model=32", "--n-layers=2", "--n-heads=2", "--d-ffn=64", "--max-seq-len=32", "--warmup-steps=5"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models train fastest on one thread
@@ -164,7 +164,7 @@ def test_torchrun_shutdown_ends_gloo_threads(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, time, torch
         from torch.nn.parallel import DistributedDataParallel
-        from hellogpt import distributed
+        from hellogpt.core import distributed
 
         def gloo_threads():
             names = []
@@ -225,7 +225,7 @@ def test_resume_and_eval_name_a_corrupt_checkpoint(home, book, capsys, monkeypat
 def test_settings_before_the_command_count():
     """`hellogpt --time 60 train` is `hellogpt train --time 60`; after the command wins when both are given."""
     from hellogpt.cli import build_parser
-    from hellogpt.config import given_settings_from_args
+    from hellogpt.core.settings import given_settings_from_args
 
     def given(*argv):
         return given_settings_from_args(build_parser().parse_args(argv))

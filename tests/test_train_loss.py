@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.loss import LinearCrossEntropy, linear_cross_entropy
+from hellogpt.training.loss import LinearCrossEntropy, linear_cross_entropy
 
 
 @settings(max_examples=30, deadline=None)
@@ -27,7 +27,7 @@ def test_equals_the_plain_loss_and_gradients(n, vocab, rows, seed):
 
 
 def test_the_model_trains_alike_either_way(make_gpt):
-    """GPT.forward(return_logits=False): the same loss and gradients, the tied embedding included."""
+    """GPT.forward(loss_fn=linear_cross_entropy): the same loss and gradients, the tied embedding included."""
     model = make_gpt(dropout=0.0).train()
     idx = torch.randint(0, model.config.vocab_size, (3, model.config.max_seq_len))
     targets = torch.roll(idx, -1, dims=1)
@@ -35,7 +35,7 @@ def test_the_model_trains_alike_either_way(make_gpt):
     plain.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
-    logits, chunked = model(idx, targets, return_logits=False)
+    logits, chunked = model(idx, targets, loss_fn=linear_cross_entropy)
     chunked.backward()
     assert logits is None
     torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,7 @@
 """Command line: `hellogpt [COMMAND]`. With no command, the guided console application.
 
-Each command is a thin entry point into the module that does the work; modules are
-imported only when their command runs, so that start-up stays quick.
+This module reads the arguments and hands them to the command's function in app/; that
+module (and with it torch) is imported only when a command runs, so `--help` stays quick.
 """
 
 from __future__ import annotations
@@ -11,25 +11,28 @@ import importlib
 import os
 import sys
 
-from hellogpt.config import add_config_flags, describe_vocab_size
-from hellogpt.errors import UserError
-from hellogpt.paths import Home
+from hellogpt.core.errors import UserError
+from hellogpt.core.paths import Home
+from hellogpt.core.settings import add_config_flags, describe_vocab_size
 
 # command -> (module, function); each function takes (args, home) and returns an exit code.
 COMMANDS = {
-    "app": ("hellogpt.console", "run_cli"),
-    "data download": ("hellogpt.download", "run_cli"),
-    "data info": ("hellogpt.dataloader", "run_info_cli"),
-    "tokenizer train": ("hellogpt.tokenizer", "run_train_cli"),
-    "train": ("hellogpt.train", "run_cli"),
-    "eval": ("hellogpt.evaluate", "run_cli"),
-    "plot": ("hellogpt.plots", "run_cli"),
-    "generate": ("hellogpt.engine", "run_cli"),
-    "info": ("hellogpt.console", "run_info_cli"),
-    "export": ("hellogpt.hf", "run_export_cli"),
-    "import-hf": ("hellogpt.hf", "run_import_cli"),
-    "inspect": ("hellogpt.inspection", "run_cli"),
+    "app": ("hellogpt.app.console", "run"),
+    "data download": ("hellogpt.app.commands", "data_download"),
+    "data bundled": ("hellogpt.app.commands", "data_bundled"),
+    "data info": ("hellogpt.app.commands", "data_info"),
+    "tokenizer train": ("hellogpt.app.commands", "tokenizer_train"),
+    "train": ("hellogpt.app.commands", "train_model"),
+    "eval": ("hellogpt.app.commands", "evaluate_model"),
+    "plot": ("hellogpt.app.commands", "plot"),
+    "generate": ("hellogpt.app.commands", "generate"),
+    "info": ("hellogpt.app.commands", "info"),
+    "export": ("hellogpt.app.commands", "export"),
+    "import-hf": ("hellogpt.app.commands", "import_gpt2"),
+    "inspect": ("hellogpt.app.commands", "inspect"),
 }
+MIRROR_HELP = ("a Gutenberg mirror with the cache/epub/<id>/pg<id>.txt layout (default: $HELLOGPT_GUTENBERG_MIRROR, "
+               "else https://www.gutenberg.org)")
 
 
 def _common_flags(parser: argparse.ArgumentParser, default) -> None:
@@ -39,7 +42,7 @@ def _common_flags(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--data", metavar="PATH", default=default,
                         help="a folder of .txt books or a single .txt file (default: <home>/data)")
     parser.add_argument("--model-name", metavar="NAME", default=default,
-                        help="which model (default: model_name in config.py)")
+                        help="which model (default: hellogpt)")
     parser.add_argument("-y", "--yes", action="store_true", default=default,
                         help="answer yes to every question (for scripts)")
 
@@ -49,7 +52,7 @@ def _add_model_selector(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_flags(p: argparse.ArgumentParser) -> None:
-    # Defaults live in engine.Settings alone; an unset flag (None) keeps the Settings default.
+    # Defaults live in generation.generator.Settings alone; an unset flag (None) keeps the Settings default.
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens to generate (default: 200)")
     p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest; 0: off (default: 50)")
@@ -63,22 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hellogpt",
         description="HelloGPT: train a small GPT on plain-text books and watch it write. "
-        "With no command, a guided console application walks you through it.",
+        "With no command, a guided console application walks you through it (the same as `hellogpt app`; "
+        "`hellogpt app --help` lists the settings it takes). `hellogpt COMMAND --help` tells more of each command.",
     )
     _common_flags(parser, default=None)
-    add_config_flags(parser)  # the app (no command) trains a model when there is none: same settings as train
+    # The app (no command) trains a model when there is none: the same settings as train, listed by `app --help`.
+    add_config_flags(parser, listed=False)
+    parser.add_argument("--mirror", metavar="URL", help=argparse.SUPPRESS)
     common = argparse.ArgumentParser(add_help=False)
     _common_flags(common, default=argparse.SUPPRESS)  # a subcommand's copy only overrides when given
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add = lambda subparsers, name, **kw: subparsers.add_parser(name, parents=[common], **kw)  # noqa: E731
 
+    app = add(sub, "app", help="the guided console application (the default)")
+    app.add_argument("--mirror", metavar="URL", default=argparse.SUPPRESS, help=MIRROR_HELP)
+    add_config_flags(app, unset=argparse.SUPPRESS)
+
     data = add(sub, "data", help="get books and see what is in them")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     dl = add(data_sub, "download", help="download Project Gutenberg books into data/")
     dl.add_argument("ids", nargs="*", type=int, metavar="ID", help="Gutenberg book ids (default: a set of eight)")
-    dl.add_argument("--mirror", metavar="URL", help="a Gutenberg mirror with the cache/epub/<id>/pg<id>.txt layout "
-                    "(default: $HELLOGPT_GUTENBERG_MIRROR, else https://www.gutenberg.org)")
+    dl.add_argument("--mirror", metavar="URL", default=argparse.SUPPRESS, help=MIRROR_HELP)
     dl.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per-request timeout (default: 30)")
+    add(data_sub, "bundled", help="copy the two books that come with HelloGPT into data/ (no network needed)")
     info = add(data_sub, "info", help="books, characters, bytes and tokens per split")
     info.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
@@ -91,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")
     train.add_argument("--resume", action="store_true", help="continue from the latest serial")
+    train.add_argument("--mirror", metavar="URL", default=argparse.SUPPRESS,
+                       help="when data/ has no books and a download is chosen: " + MIRROR_HELP)
     add_config_flags(train, unset=argparse.SUPPRESS)  # `hellogpt --time 60 train` = `hellogpt train --time 60`
 
     ev = add(sub, "eval", help="validation loss, perplexity and bits per byte of a checkpoint")
@@ -125,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_key(args: argparse.Namespace) -> str:
-    if args.command is None:
+    if args.command in (None, "app"):
         return "app"
     for group in ("data", "tokenizer"):
         if args.command == group:

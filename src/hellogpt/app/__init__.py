@@ -1,0 +1,1 @@
+"""The application layer: the guided console, the commands, and everything a person sees (rich, input, print)."""

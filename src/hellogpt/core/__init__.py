@@ -1,0 +1,1 @@
+"""Small helpers every layer uses: settings, paths, errors, atomic files, device, processes. No project imports."""

@@ -1,0 +1,1 @@
+"""Generation: sampling and the KV-cached decode loop that continues a prompt."""

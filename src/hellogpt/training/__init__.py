@@ -1,0 +1,1 @@
+"""Training: the run (setup, loop, finish), its schedule, optimizers, evaluation and size choice."""
