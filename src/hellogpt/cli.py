@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     app = add(sub, "app", help="the guided console application (the default)")
     app.add_argument("--mirror", metavar="URL", default=argparse.SUPPRESS, help=MIRROR_HELP)
     add_config_flags(app, unset=argparse.SUPPRESS)
+    _add_data_commands(sub, add)
+    _add_training_commands(sub, add)
+    _add_model_commands(sub, add)
+    return parser
 
+
+def _add_data_commands(sub, add) -> None:
     data = add(sub, "data", help="get books and see what is in them")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     dl = add(data_sub, "download", help="download Project Gutenberg books into data/")
@@ -99,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"vocabulary size (default: by the books' size, {describe_vocab_size(0)})")
     tt.add_argument("--val-fraction", type=float, default=None, metavar="F")
 
+
+def _add_training_commands(sub, add) -> None:
     train = add(sub, "train", help="train a model (Ctrl-C saves and stops)")
     train.add_argument("--resume", action="store_true", help="continue from the latest serial")
     train.add_argument("--mirror", metavar="URL", default=argparse.SUPPRESS,
@@ -112,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(sub, "plot", help="redraw a model's loss curve")
 
+
+def _add_model_commands(sub, add) -> None:
     gen = add(sub, "generate", help="continue a prompt and print it")
     gen.add_argument("prompt", help="the text to continue")
     _add_model_selector(gen)
@@ -133,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_selector(ins)
     ins.add_argument("--top-k", type=int, default=10, metavar="K")
     ins.add_argument("--out", metavar="DIR", help="where the PNGs and index.html go")
-    return parser
 
 
 def command_key(args: argparse.Namespace) -> str:

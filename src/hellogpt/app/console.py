@@ -290,23 +290,6 @@ def _enable_line_editing(home: Home) -> None:
     atexit.register(save)
 
 
-def run_cli(args, home: Home) -> int:
-    """`python main.py` / `hellogpt`: guide to a trained model, then the prompt loop."""
-    from hellogpt.model.checkpoint import serials
-
-    print(BANNER)
-    print(f"Home: {home.root}")
-    given = given_settings_from_args(args)
-    config = Config(**given)
-    if not serials(home.model_dir(config.model_name)):
-        try:
-            ensure_model(home, args, given)
-        except Declined as e:
-            print(e)
-            return 1
-    return App(home, config.model_name).loop()
-
-
 def run(args, home: Home) -> int:
     """`python main.py` / `hellogpt`: guide to a trained model, then the prompt loop."""
     print(BANNER)

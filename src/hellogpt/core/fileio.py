@@ -67,10 +67,19 @@ def temporary_folder(beside: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def publish_folder(tmp: Path, targets: Iterable[Path]) -> Path | None:
-    """Make the files in `tmp` durable, then rename `tmp` to the first of `targets` that is free
+    """Make the files in `tmp` durable and readable as any file the user creates (some libraries write
+    theirs private: safetensors' 0600), then rename `tmp` to the first of `targets` that is free
     (absent, or an empty folder). Returns that target, or None if every one was taken."""
+    mode = 0o666 & ~_umask()
     for path in tmp.iterdir():
+        os.chmod(path, mode)
         fsync_file(path)
     fsync_dir(tmp)
     for target in targets:
