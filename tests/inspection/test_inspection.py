@@ -280,7 +280,7 @@ def test_without_books_the_embedding_view_is_skipped_with_a_note(tiny, tmp_path)
 @pytest.mark.integration
 def test_inspect_command_in_the_console_app(tiny):
     home, _, _ = tiny
-    main = Path(__file__).resolve().parents[1] / "main.py"
+    main = Path(__file__).resolve().parents[2] / "main.py"
     answers = "/inspect\n/inspect Elizabeth\nX\n"
     r = subprocess.run([sys.executable, str(main), "--home", str(home.root), "--model-name", MODEL], input=answers,
                        capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ import pytest
 from hellogpt.core.paths import Home
 
 pytestmark = pytest.mark.integration
-MAIN = Path(__file__).resolve().parents[1] / "main.py"
+MAIN = Path(__file__).resolve().parents[2] / "main.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
