@@ -171,3 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         # `hellogpt generate ... | head` closed the pipe: not an error. Silence the final flush.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a read-only or full home, a folder without permission: the system's own words
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e}. Check that the folder exists, is writable "
+              "and has free space (or choose another with --home), then run again.", file=sys.stderr)
+        return 2

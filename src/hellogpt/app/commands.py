@@ -19,6 +19,7 @@ from hellogpt.core.device import pick_device, setup_device
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
 from hellogpt.core.settings import Config, given_settings_from_args, model_name_from_args
+from hellogpt.core.text import valid_text
 from hellogpt.data.books import BUNDLED_BOOKS, add_bundled_books, check_val_fraction, data_path, find_books
 from hellogpt.data.gutenberg import DEFAULT_BOOKS, download_books
 from hellogpt.data.tokenizer import load_tokenizer
@@ -79,7 +80,8 @@ def tokenizer_train(args, home: Home) -> int:
 
 
 def train_model(args, home: Home) -> int:
-    """`hellogpt train`: exit code 0 when the plan is done, 130 when Ctrl-C stopped it (after saving)."""
+    """`hellogpt train`: exit code 0 when the plan is done; 128 + the signal's number when Ctrl-C (130),
+    SIGTERM (143) or SIGHUP (129) stopped it, after saving."""
     given = given_settings_from_args(args)
     config = Config(**given)
     main = distributed.is_main_process()
@@ -93,7 +95,7 @@ def train_model(args, home: Home) -> int:
                    get_tokenizer=get_tokenizer)
     if main:
         print_summary(console, result)
-    return 130 if result.interrupted else 0
+    return 128 + result.stopped_by if result.interrupted else 0
 
 
 def evaluate_model(args, home: Home) -> int:
@@ -141,6 +143,7 @@ def settings_from_args(args) -> Settings:
 
 def generate(args, home: Home) -> int:
     """`hellogpt generate "PROMPT"`: the continuation on stdout, streamed; --json for a record."""
+    args.prompt, args.stop = valid_text(args.prompt), [valid_text(s) for s in args.stop]
     if not args.prompt.strip():
         raise UserError("The prompt is empty: give the text to continue, e.g. `hellogpt generate \"Elizabeth\"`.")
     settings = settings_from_args(args)
@@ -210,7 +213,7 @@ def import_gpt2(args, home: Home) -> int:
 
 def inspect(args, home: Home) -> int:
     """`hellogpt inspect "PROMPT"`: the five views in the terminal and a report folder."""
-    show_inspection(home, model_name_from_args(args), args.prompt, serial=args.serial, top_k=args.top_k,
+    show_inspection(home, model_name_from_args(args), valid_text(args.prompt), serial=args.serial, top_k=args.top_k,
                     out_dir=args.out, data=args.data)
     return 0
 

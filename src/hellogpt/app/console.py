@@ -23,12 +23,14 @@ from rich.table import Table
 
 from hellogpt.app.commands import show_inspection
 from hellogpt.app.progress import TokenizingBar, print_summary, training_display
+from hellogpt.app.questions import Declined, ask
 from hellogpt.app.reports import print_models, val_bpb
-from hellogpt.app.setup import Declined, ask, ensure_books, ensure_tokenizer
+from hellogpt.app.setup import ensure_books, ensure_tokenizer
 from hellogpt.core.device import pick_device, setup_device
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
 from hellogpt.core.settings import Config, given_settings_from_args
+from hellogpt.core.text import valid_text
 from hellogpt.data.tokens import num_windows, prepare_tokens
 from hellogpt.generation.generator import Settings, load_generator
 from hellogpt.model.checkpoint import gpt_config, serials
@@ -136,7 +138,7 @@ class App:
               "/help lists the commands; X, /quit or Ctrl-D exits.")
         while True:
             try:
-                line = input("> ")
+                line = valid_text(input("> "))  # invalid UTF-8 typed or piped in: replacement characters
             except EOFError:
                 print()
                 break

@@ -8,16 +8,25 @@ lines when the output is a file or a pipe.
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Column
 
+from hellogpt.app.questions import ask
 from hellogpt.data.gutenberg import DownloadProgress
 from hellogpt.training.metrics import METRICS_FILE
-from hellogpt.training.trainer import Reporter, Status, TrainResult
+from hellogpt.training.trainer import STOP_SIGNALS, Reporter, Status, TrainResult
 
 
 def duration(seconds: float) -> str:
@@ -74,7 +83,13 @@ class LogLines(Reporter):
             self.last = now
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
+
+    def retry_save(self, message: str) -> bool:
+        """On a terminal, ask whether to try the failed save again (after freeing space, say)."""
+        self.close()
+        self.console.print(message, highlight=False, markup=False)
+        return sys.stdin.isatty() and ask("Try saving again?", assume_yes=False)
 
 
 class LiveBar(LogLines):
@@ -101,6 +116,7 @@ class LiveBar(LogLines):
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
 
 
 def training_display(console: Console) -> LogLines:
@@ -133,7 +149,7 @@ class DownloadBars(DownloadProgress):
 
 
 def print_summary(console: Console, result: TrainResult) -> None:
-    how = "Stopped by Ctrl-C" if result.interrupted else "Done"
+    how = f"Stopped by {STOP_SIGNALS[result.stopped_by]}" if result.interrupted else "Done"
     console.print(f"{how}: {result.session_steps:,} steps this run ({result.steps:,} in total), "
                   f"{result.tokens:,} tokens in {duration(result.seconds)} of training, "
                   f"{result.tokens_per_s:,.0f} tokens/s.", highlight=False)

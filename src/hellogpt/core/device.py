@@ -16,10 +16,14 @@ from functools import cache
 
 import torch
 
+from hellogpt.core.errors import UserError
+
 
 def pick_device(requested: str | None = None) -> torch.device:
+    """The device asked for ("auto": CUDA, else Apple's MPS, else the CPU), refused with a message when this
+    machine has no such device."""
     if requested and requested != "auto":
-        return torch.device(requested)
+        return _available(requested)
     if torch.cuda.is_available():
         if "LOCAL_RANK" in os.environ:
             return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -27,6 +31,29 @@ def pick_device(requested: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available(requested: str) -> torch.device:
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        device = None
+    ok = device is not None and (
+        device.type == "cpu"
+        or (device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count())
+        or (device.type == "mps" and getattr(torch.backends, "mps", None) is not None
+            and torch.backends.mps.is_available()))
+    if not ok:
+        raise UserError(f"Device {requested!r} is not one this machine has: {', '.join(available_devices())} "
+                        "(or auto, the default, which picks the fastest). Fix --device or the config file.")
+    return device
+
+
+def available_devices() -> list[str]:
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def setup_device(device: torch.device, processes_on_machine: int = 1) -> None:

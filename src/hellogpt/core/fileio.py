@@ -10,11 +10,44 @@ files in it, so a folder that is there is never overwritten either.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
+
+
+def temporary_name(beside: Path) -> Path:
+    """A hidden name next to `beside` that carries this process's id: .<name>.<pid>-<random>.tmp. The id
+    lets a later run tell a leftover of a killed process (remove_stale_temporaries) from work in progress."""
+    beside = Path(beside)
+    return beside.with_name(f".{beside.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def remove_stale_temporaries(beside: Path) -> None:
+    """Remove the temporaries of `beside` (files or folders named by temporary_name) whose process has ended:
+    what a process killed mid-write (kill -9, a power cut) left behind."""
+    beside = Path(beside)
+    if not beside.parent.is_dir():
+        return
+    for path in beside.parent.glob(f".{glob.escape(beside.name)}.*.tmp"):
+        pid = path.name[len(beside.name) + 2:].split("-")[0].split(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def fsync_dir(path: Path) -> None:
@@ -43,7 +76,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(path)
+    tmp = temporary_name(path)
     try:
         yield tmp
         fsync_file(tmp)
@@ -59,7 +93,8 @@ def temporary_folder(beside: Path) -> Iterator[Path]:
     publish_folder has given it its final name."""
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
-    tmp = beside.with_name(f".{beside.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    remove_stale_temporaries(beside)
+    tmp = temporary_name(beside)
     tmp.mkdir()
     try:
         yield tmp

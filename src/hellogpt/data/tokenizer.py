@@ -33,6 +33,7 @@ from hellogpt.core.errors import UserError
 from hellogpt.core.fileio import atomic_path
 from hellogpt.core.paths import Home
 from hellogpt.core.settings import MIN_VOCAB_SIZE, vocab_size_for
+from hellogpt.core.text import valid_text
 from hellogpt.data.books import find_books, read_book, split_text
 
 EOT = "<|endoftext|>"
@@ -52,7 +53,7 @@ class Tokenizer:
         self.spaced = _spaced_characters(json.loads(hf.to_str())["normalizer"])
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        return self.hf.encode(valid_text(text), add_special_tokens=False).ids
 
     def encode_prompt(self, text: str) -> list[int]:
         """The ids of a prompt to continue. A prompt that ends in a spaced character would end in the space

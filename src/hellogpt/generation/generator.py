@@ -26,6 +26,7 @@ be the beginning of a stop string is held back as well, until it is clear whethe
 from __future__ import annotations
 
 import codecs
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -37,13 +38,15 @@ from hellogpt.core.errors import UserError
 from hellogpt.model.checkpoint import Located, load_for_inference
 from hellogpt.model.gpt import GPT, KVCache
 
+GREEDY_BELOW = 1e-5  # a temperature this small is greedy: dividing by it would overflow the logits
+
 
 @dataclass
 class Settings:
     """How to sample. The defaults are `hellogpt generate`'s (see cli._add_generation_flags)."""
 
     max_new_tokens: int = 200
-    temperature: float = 0.8  # 0: greedy
+    temperature: float = 0.8  # 0 (or under GREEDY_BELOW): greedy
     top_k: int = 50  # 0: off
     top_p: float = 0.95  # 1.0: off
     repetition_penalty: float = 1.0  # 1.0: off
@@ -55,11 +58,13 @@ class Settings:
         self.stop = tuple(s for s in self.stop if s)
         checks = [
             (self.max_new_tokens >= 1, f"max new tokens must be at least 1 (got {self.max_new_tokens})"),
-            (self.temperature >= 0, f"temperature must be 0 (greedy) or more (got {self.temperature})"),
+            (0 <= self.temperature < math.inf, f"temperature must be 0 (greedy) or more, finite (got "
+                                               f"{self.temperature})"),
             (self.top_k >= 0, f"top-k must be 0 (off) or more (got {self.top_k})"),
             (0 < self.top_p <= 1, f"top-p must be above 0 and at most 1 (1 is off; got {self.top_p})"),
-            (self.repetition_penalty > 0, f"repetition penalty must be above 0 (1 is off; got "
+            (0 < self.repetition_penalty < math.inf, f"repetition penalty must be above 0 and finite (1 is off; got "
                                           f"{self.repetition_penalty})"),
+            (self.seed is None or 0 <= self.seed < 2**63, f"seed must be from 0 to 2**63 - 1 (got {self.seed})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -253,7 +258,7 @@ def sample(logits: torch.Tensor, settings: Settings, seen: torch.Tensor, generat
     if settings.repetition_penalty != 1.0:
         penalised = torch.where(logits > 0, logits / settings.repetition_penalty, logits * settings.repetition_penalty)
         logits = torch.where(seen, penalised, logits)  # (V,)
-    if settings.temperature == 0:
+    if settings.temperature < GREEDY_BELOW:
         return logits.argmax().view(1)
     if 0 < settings.top_k < logits.size(0):
         logits, ids = torch.topk(logits, settings.top_k)  # (k,) each, likeliest first
@@ -262,8 +267,9 @@ def sample(logits: torch.Tensor, settings: Settings, seen: torch.Tensor, generat
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
         # Drop every token whose likelier neighbours already reach top_p (the likeliest always stays).
-        before = torch.cumsum(probs, dim=-1) - probs
-        probs = probs.masked_fill(before >= settings.top_p, 0.0)
+        drop = torch.cumsum(probs, dim=-1) - probs >= settings.top_p
+        drop[0] = False  # also when top_p rounds to 0 in the logits' precision
+        probs = probs.masked_fill(drop, 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)  # (1,); multinomial rescales to sum 1
     return ids[choice]
 

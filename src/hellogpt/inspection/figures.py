@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hellogpt.model.checkpoint import Located
 from hellogpt.inspection.analysis import LENS_TOP, Inspection
+from hellogpt.model.checkpoint import Located
 
 MAX_TICK_LABELS = 40  # beyond this many tokens, heatmaps label every n-th one so that labels never overlap
 LABEL_CHARS = 12  # longer token labels are cut to this many characters

@@ -14,8 +14,15 @@ from pathlib import Path
 from hellogpt.core.errors import UserError
 from hellogpt.core.fileio import publish_folder, temporary_folder
 from hellogpt.core.paths import Home
-from hellogpt.inspection.analysis import (PCA_TOKENS, Inspection, embedding_pca, encode_prompt, inspect,
-                                          most_frequent, training_tokens)
+from hellogpt.inspection.analysis import (
+    PCA_TOKENS,
+    Inspection,
+    embedding_pca,
+    encode_prompt,
+    inspect,
+    most_frequent,
+    training_tokens,
+)
 from hellogpt.inspection.figures import write_report
 from hellogpt.model.checkpoint import Located, load_for_inference
 

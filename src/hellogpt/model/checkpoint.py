@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 from hellogpt.core.errors import UserError
-from hellogpt.core.fileio import fsync_dir
+from hellogpt.core.fileio import fsync_dir, remove_stale_temporaries, temporary_name
 from hellogpt.core.paths import Home
 from hellogpt.core.settings import Config
 from hellogpt.data.tokenizer import load_tokenizer
 from hellogpt.model.gpt import GPT, GPTConfig
 
 SERIAL_RE = re.compile(r"^serial_(\d+)\.pt$")
-TMP_PREFIX = ".tmp-serial-"
+TMP_PREFIX = ".serial."  # a temporary of a save being written (fileio.temporary_name)
 
 
 def serials(model_dir: Path) -> list[int]:
@@ -43,23 +43,11 @@ def serial_path(model_dir: Path, serial: int) -> Path:
     return model_dir / f"serial_{serial}.pt"
 
 
-def _remove_stale_temporaries(model_dir: Path) -> None:
-    """Temporary files left by a process that died mid-save (their pid is in the name)."""
-    for p in model_dir.glob(TMP_PREFIX + "*"):
-        try:
-            pid = int(p.name[len(TMP_PREFIX):].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            p.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
-            pass
-
-
 def save_checkpoint(model_dir: Path, payload: dict) -> Path:
     """Write payload as the next serial atomically; return its path."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(model_dir)
-    tmp = model_dir / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}.pt"
+    remove_stale_temporaries(model_dir / "serial")
+    tmp = temporary_name(model_dir / "serial")
     try:
         with open(tmp, "wb") as fh:
             torch.save(payload, fh)
@@ -146,10 +134,61 @@ def gpt_config(config: Config, vocab_size: int | None = None) -> GPTConfig:
                      gelu=config.gelu)
 
 
-def build_model(ckpt: dict) -> GPT:
-    """Rebuild the model from the checkpoint's own stored configuration and load its weights."""
-    model = GPT(GPTConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+# The shape fields a model file may give, with the largest value taken from one (sizes far beyond any GPT).
+SHAPE_LIMITS = {"vocab_size": 10_000_000, "max_seq_len": 1_000_000, "d_model": 100_000, "n_layers": 1_000,
+                "n_heads": 10_000, "d_ffn": 1_000_000}
+
+
+def checked_gpt_config(fields: dict, source: Path) -> GPTConfig:
+    """A GPTConfig from a file's values (a checkpoint's stored configuration, a GPT-2 config.json), checked
+    for types and ranges before anything is allocated; a model that would not fit in this machine's memory
+    is refused with its size."""
+    bad = []
+    for name, limit in SHAPE_LIMITS.items():
+        value = fields.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+            bad.append(f"{name} = {value!r} (a whole number from 1 to {limit:,})")
+    dropout = fields.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        bad.append(f"dropout = {dropout!r} (from 0 up to 1)")
+    if fields.get("gelu", "tanh") not in ("tanh", "exact"):
+        bad.append(f"gelu = {fields.get('gelu')!r} ('tanh' or 'exact')")
+    if not bad and fields["d_model"] % fields["n_heads"]:
+        bad.append(f"d_model = {fields['d_model']} with n_heads = {fields['n_heads']} (d_model must divide evenly)")
+    if bad:
+        raise UserError(f"{source} describes a model HelloGPT cannot build: {'; '.join(bad)}. The file is damaged "
+                        "or not meant for HelloGPT; restore it from where it came from.")
+    config = GPTConfig(**{k: fields[k] for k in GPTConfig.__dataclass_fields__ if k in fields})
+    _check_fits(config, source)
+    return config
+
+
+def _check_fits(config: GPTConfig, source: Path) -> None:
+    """Refuse a model whose float32 weights alone would take more than half of this machine's memory."""
+    C, L = config.d_model, config.n_layers
+    params = (config.vocab_size + config.max_seq_len) * C + L * (4 * C * C + 2 * C * config.d_ffn)
+    need = 4 * params
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this system: no limit known
+        return
+    if need > memory / 2:
+        raise UserError(f"{source} describes a model of about {params / 1e9:.1f} billion parameters, "
+                        f"{need / 1e9:.1f} GB of weights, more than half of this machine's {memory / 1e9:.1f} GB "
+                        "of memory. It was refused before allocating anything.")
+
+
+def build_model(ckpt: dict, path: Path | None = None) -> GPT:
+    """Rebuild the model from the checkpoint's own stored configuration (checked first) and load its weights."""
+    source = path or Path("the checkpoint")
+    if not isinstance(ckpt.get("model_config"), dict):
+        raise UserError(f"{source} has no model configuration; it is not a HelloGPT checkpoint.")
+    model = GPT(checked_gpt_config(ckpt["model_config"], source))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UserError(f"The weights in {source} do not fit its stored configuration ({str(e).splitlines()[0]}). "
+                        "The file is damaged: delete it or pick another serial with --serial.") from None
     return model
 
 
@@ -178,5 +217,5 @@ def load_for_inference(home: Home, model_name: str, serial: int | None = None, d
     ckpt = load_checkpoint(where.path)
     tokenizer = load_tokenizer(tokenizer_path_for(home, model_name))
     check_tokenizer(ckpt, tokenizer, where.path)
-    model = build_model(ckpt).to(device).eval()
+    model = build_model(ckpt, where.path).to(device).eval()
     return model, tokenizer, ckpt, where

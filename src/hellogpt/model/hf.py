@@ -25,22 +25,19 @@ JSON, safetensors and tokenizers are enough. Loading the export in transformers 
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hellogpt.core.errors import UserError
 from hellogpt.core.fileio import publish_folder, temporary_folder
 from hellogpt.core.settings import Config
 from hellogpt.data.tokenizer import EOT, Tokenizer, load_tokenizer
-from hellogpt.model.checkpoint import save_checkpoint
+from hellogpt.model.checkpoint import checked_gpt_config, save_checkpoint
 from hellogpt.model.gpt import GPT, GPTConfig
 
 # GPT-2's activation names for the two GELUs HelloGPT's MLP computes (GPTConfig.gelu).
@@ -151,7 +148,7 @@ def read_gpt2_config(path: Path) -> GPTConfig:
                         "GPT-2 models (model_type \"gpt2\"), whose architecture is its own.")
     unsupported = []
     activation = gpt2.get("activation_function", "gelu_new")
-    if activation not in GELU_NAMES:
+    if not isinstance(activation, str) or activation not in GELU_NAMES:
         unsupported.append(f"activation_function {activation!r} (HelloGPT computes {' or '.join(GELU_NAMES)})")
     if gpt2.get("layer_norm_epsilon", 1e-5) != 1e-5:
         unsupported.append(f"layer_norm_epsilon {gpt2['layer_norm_epsilon']} (HelloGPT uses 1e-05)")
@@ -168,18 +165,18 @@ def read_gpt2_config(path: Path) -> GPTConfig:
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}, which give the model's shape. "
                         "Restore the file from where the model came from.")
-    return GPTConfig(
-        vocab_size=gpt2["vocab_size"],
-        max_seq_len=gpt2["n_positions"],
-        d_model=gpt2["n_embd"],
-        n_layers=gpt2["n_layer"],
-        n_heads=gpt2["n_head"],
-        d_ffn=gpt2.get("n_inner") or 4 * gpt2["n_embd"],  # GPT-2's default width
-        dropout=gpt2.get("resid_pdrop", 0.1),
-        bias=True,
-        tie_embeddings=gpt2.get("tie_word_embeddings", True),
-        gelu=GELU_NAMES[activation],
-    )
+    return checked_gpt_config({
+        "vocab_size": gpt2["vocab_size"],
+        "max_seq_len": gpt2["n_positions"],
+        "d_model": gpt2["n_embd"],
+        "n_layers": gpt2["n_layer"],
+        "n_heads": gpt2["n_head"],
+        "d_ffn": gpt2.get("n_inner") or (4 * gpt2["n_embd"] if isinstance(gpt2["n_embd"], int) else None),
+        "dropout": gpt2.get("resid_pdrop", 0.1),
+        "bias": True,
+        "tie_embeddings": bool(gpt2.get("tie_word_embeddings", True)),
+        "gelu": GELU_NAMES[activation],
+    }, path)
 
 
 def read_gpt2_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -190,7 +187,9 @@ def read_gpt2_weights(folder: Path) -> dict[str, torch.Tensor]:
             return load_file(safetensors_path)
         if pytorch_path.is_file():
             return torch.load(pytorch_path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # damaged or hostile bytes make the readers raise almost anything
         bad = safetensors_path if safetensors_path.is_file() else pytorch_path
         raise UserError(f"The weights file {bad} cannot be read ({type(e).__name__}: {e}). It may be truncated, "
                         "or (a .bin) hold more than plain tensors; download it again or save it as safetensors.")

@@ -19,16 +19,18 @@ PLOT_FILE = "loss_curve.png"
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl file, one JSON object per line."""
+    """The records of a metrics.jsonl file, one JSON object per line, of the run that wrote last."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         raise UserError(f"There is no {path}: the model has not been trained yet. Train it with `hellogpt train`.")
     try:
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [json.loads(line) for line in lines if line.strip()]
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON lines ({e}). Delete it; the next training run writes it anew "
                         "from the checkpoint's own history.")
+    last_run = records[-1].get("run") if records else None
+    return [r for r in records if r.get("run") == last_run]
 
 
 def _smooth(values: list[float]) -> list[float]:
@@ -74,10 +76,13 @@ class MetricsLog:
     """The metrics history in memory (it goes into every checkpoint) and in metrics.jsonl beside them.
 
     The file starts as the history so far (a resumed run's checkpoint holds its own), so it always
-    matches the run being trained; each record is then appended with one write, whole or not at all."""
+    matches the run being trained; each record is then appended with one write, whole or not at all.
+    Every record carries the run's id (a model and its resumed runs share one), so that two trainers
+    writing one file never mix in a curve; a "checkpoint" record says which steps a serial holds."""
 
-    def __init__(self, path: Path | None, history: list[dict]):
+    def __init__(self, path: Path | None, history: list[dict], run_id: str):
         self.history = list(history)
+        self.run_id = run_id
         self.fd = None
         if path is not None:
             with atomic_path(path) as tmp:
@@ -85,6 +90,7 @@ class MetricsLog:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, record: dict) -> None:
+        record = {**record, "run": self.run_id}
         self.history.append(record)
         if self.fd is not None:
             os.write(self.fd, (json.dumps(record) + "\n").encode())

@@ -8,7 +8,8 @@
 
 Every checkpoint (artifacts/checkpoints/<model_name>/serial_<N>.pt) holds what is needed to
 continue exactly where it stopped: model, optimizer, plan, step, settings, fingerprints, RNG
-states, metrics. Checkpoints are written at the end, every --save-every steps and on Ctrl-C.
+states, metrics. Checkpoints are written at the end, every --save-every steps, and when Ctrl-C,
+SIGTERM or SIGHUP (a scheduler's or a closed terminal's stop) asks the run to stop.
 `--resume` rebuilds everything from the latest serial and continues the same run: stopping and
 resuming gives the same losses as never stopping.
 
@@ -20,7 +21,11 @@ terminal: the application draws it (app/progress.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import math
+import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -37,8 +42,16 @@ from hellogpt.core.paths import Home
 from hellogpt.core.settings import Config
 from hellogpt.data.tokenizer import Tokenizer, load_tokenizer
 from hellogpt.data.tokens import TokenData, num_windows, prepare_tokens
-from hellogpt.model.checkpoint import (build_model, check_tokenizer, gpt_config, load_checkpoint, locate,
-                                       save_checkpoint, serials, tokenizer_path_for)
+from hellogpt.model.checkpoint import (
+    build_model,
+    check_tokenizer,
+    gpt_config,
+    load_checkpoint,
+    locate,
+    save_checkpoint,
+    serials,
+    tokenizer_path_for,
+)
 from hellogpt.model.gpt import GPT
 from hellogpt.training.averaging import WeightAverage
 from hellogpt.training.evaluate import EvalResult, evaluate
@@ -61,7 +74,11 @@ class TrainResult:
     val_bpb: float | None
     checkpoint: Path | None  # the serial written last (None on ranks other than 0)
     plot: Path | None  # the loss curve (None on ranks other than 0)
-    interrupted: bool  # stopped by Ctrl-C
+    stopped_by: int  # the signal that stopped the run before its plan's end (SIGINT: Ctrl-C), 0 if none
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.stopped_by)
 
 
 @dataclass
@@ -93,25 +110,38 @@ class Reporter:
     def tokenizing(self, done: int, total: int) -> None:
         pass
 
+    def retry_save(self, message: str) -> bool:
+        """A save failed (message says why): whether to try again. The run's state is still in memory."""
+        return False
+
     def close(self) -> None:
         pass
 
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
 class StopRequest:
-    """First Ctrl-C: ask the loop to stop after the current step (it then saves). Second: abort at once.
+    """First Ctrl-C (or SIGTERM, SIGHUP): ask the loop to stop after the current step (it then saves).
+    A second one: abort at once.
 
     Under torchrun, a terminal's Ctrl-C reaches each process twice, from the terminal and relayed by
-    torchrun a moment later: a second SIGINT within `grace` seconds of the first counts as the same one."""
+    torchrun a moment later: a second signal within `grace` seconds of the first counts as the same one."""
 
     def __init__(self, note: Callable[[str], None], grace: float = 0.0):
         self.note, self.grace = note, grace
-        self.requested = False
+        self.signal = 0  # the first stop signal received
         self.first = 0.0
-        self.previous = None
+        self.previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signal)
 
     def __enter__(self):
         with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -119,12 +149,13 @@ class StopRequest:
             raise KeyboardInterrupt
         if self.requested:
             return
-        self.requested, self.first = True, time.monotonic()
-        self.note("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again aborts at once).")
+        self.signal, self.first = signum, time.monotonic()
+        self.note(f"{STOP_SIGNALS[signum]}: stopping after this step and saving a checkpoint (Ctrl-C again aborts "
+                  "at once).")
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 @dataclass
@@ -258,7 +289,7 @@ def _token_data(home, data_path, tokenizer, val_fraction, ctx, reporter) -> Toke
 def _build(config, home, ckpt, ckpt_path, given, tokenizer, data, reporter, device, ctx) -> Run:
     """The model, optimizer, average and batches: new from the seed, or exactly as the checkpoint left them."""
     torch.manual_seed(config.seed)
-    raw = build_model(ckpt) if ckpt is not None else GPT(gpt_config(config, tokenizer.vocab_size))
+    raw = build_model(ckpt, ckpt_path) if ckpt is not None else GPT(gpt_config(config, tokenizer.vocab_size))
     raw.to(device)
     averaged = WeightAverage(raw, config.ema_decay)
     optimizer = make_optimizer(raw, config)
@@ -282,7 +313,8 @@ def _build(config, home, ckpt, ckpt_path, given, tokenizer, data, reporter, devi
     model = DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.enabled else raw
     model_dir = home.model_dir(config.model_name)
-    metrics = MetricsLog(model_dir / METRICS_FILE if ctx.is_main else None, history)
+    run_id = (ckpt or {}).get("run_id") or os.urandom(4).hex()  # one id for a model and its resumed runs
+    metrics = MetricsLog(model_dir / METRICS_FILE if ctx.is_main else None, history, run_id)
     run = Run(config, ctx, device, model_dir, raw, model, torch.compile(model) if config.compile else model,
               averaged, optimizer, batches, tokenizer, data, plan, metrics, reporter, step, elapsed)
     _announce(run, resumed=ckpt is not None)
@@ -306,15 +338,15 @@ def _announce(run: Run, resumed: bool) -> None:
 # --- the loop ---
 
 
-def _loop(run: Run, stop: StopRequest) -> tuple[int, float, EvalResult | None, Path | None, bool]:
-    """Train to the plan's end or a Ctrl-C; returns (steps this session, seconds of steps, the last
-    evaluation, the serial saved last, whether Ctrl-C stopped it)."""
+def _loop(run: Run, stop: StopRequest) -> tuple[int, float, EvalResult | None, Path | None, int]:
+    """Train to the plan's end or a stop signal; returns (steps this session, seconds of steps, the last
+    evaluation, the serial saved last, the signal that stopped it or 0)."""
     config, ctx = run.config, run.ctx
     train_step = functools.partial(optimizer_step, model=run.model, optimizer=run.optimizer,
                                    next_batch=run.batches.next, grad_accum=config.grad_accum,
                                    grad_clip=config.grad_clip, device=run.device)
     first_step, elapsed_before, train_seconds, rate = run.step, run.elapsed, 0.0, 0.0
-    last_eval, saved, interrupted = None, None, False
+    last_eval, saved, stopped_by = None, None, 0
     loop_start = time.perf_counter()
     while run.plan.progress(run.step, run.elapsed) < 1.0:
         factor = lr_factor(config, run.step, run.plan.progress(run.step, run.elapsed))
@@ -324,8 +356,9 @@ def _loop(run: Run, stop: StopRequest) -> tuple[int, float, EvalResult | None, P
             loss, run.runner = first_compiled_step(train_step, run.runner, run.model, run.batches, run.reporter.note)
         else:
             loss = train_step(run.runner)
-        # One all-reduce for both: the loss averaged over the ranks, and whether any saw Ctrl-C.
+        # One all-reduce for both: the loss averaged over the ranks, and whether any was asked to stop.
         loss_sum, stops = distributed.all_sum([loss, float(stop.requested)], ctx, run.device)
+        _check_finite(run, loss_sum / ctx.world_size)
         dt = time.perf_counter() - t0
         run.step += 1
         train_seconds += dt
@@ -333,7 +366,7 @@ def _loop(run: Run, stop: StopRequest) -> tuple[int, float, EvalResult | None, P
         run.elapsed = elapsed_before + time.perf_counter() - loop_start
         progress = _after_step(run, loss_sum / ctx.world_size, factor, rate, last_eval, first_step, elapsed_before)
         if stops:
-            interrupted = True
+            stopped_by = stop.signal or signal.SIGTERM  # another process was the one signalled
             break
         if run.can_eval and config.eval_every and run.step % config.eval_every == 0 and progress < 1.0:
             last_eval = _evaluate(run)
@@ -341,7 +374,20 @@ def _loop(run: Run, stop: StopRequest) -> tuple[int, float, EvalResult | None, P
             saved = _save(run)
             run.reporter.note(f"Saved {saved}")
         run.elapsed = elapsed_before + time.perf_counter() - loop_start
-    return run.step - first_step, train_seconds, last_eval, saved, interrupted
+    return run.step - first_step, train_seconds, last_eval, saved, stopped_by
+
+
+def _check_finite(run: Run, loss: float) -> None:
+    """Stop at once when the loss is no longer a number: the weights are lost, and saving them would put
+    a broken model in place of the latest serial."""
+    if math.isfinite(loss):
+        return
+    latest = serials(run.model_dir)
+    kept = f"the latest serial is still {latest[-1]}" if latest else "no checkpoint of this model was written"
+    raise UserError(f"The training loss became {loss} at step {run.step + 1:,}: the run diverged, most likely "
+                    f"because a learning rate is too high for this model (lr {run.config.lr:g}, muon_lr "
+                    f"{run.config.muon_lr:g}). Nothing of this run was saved from then on ({kept}); try lower "
+                    "--lr / --muon-lr, or --grad-clip 1.0.")
 
 
 def _after_step(run: Run, loss: float, factor: float, rate: float, last_eval: EvalResult | None,
@@ -374,7 +420,8 @@ def _evaluate(run: Run) -> EvalResult:
 
 
 def _save(run: Run) -> Path | None:
-    """The next serial (rank 0 writes it; every rank takes part in gathering the random states)."""
+    """The next serial (rank 0 writes it; every rank takes part in gathering the random states). When
+    the save fails, the trained state stays in memory and the reporter may ask for another try."""
     payload = {
         **run.averaged.checkpoint(),  # "model": the weights to keep (and "live" ones to resume)
         "model_config": run.raw.config.to_dict(),
@@ -388,25 +435,42 @@ def _save(run: Run) -> Path | None:
         "tokenizer_fingerprint": run.tokenizer.fingerprint,
         "data_fingerprint": run.data.fingerprint,
         "rng": rng_state(run.batches.sampler, run.device, run.ctx),
+        "run_id": run.metrics.run_id,
         "metrics": run.metrics.history,
     }
     if not run.ctx.is_main:
         return None
-    try:
-        return save_checkpoint(run.model_dir, payload)
-    except OSError as e:
-        raise UserError(f"Could not save a checkpoint in {run.model_dir} ({e.strerror or e}). Free some disk "
-                        "space or fix the folder's permissions, then run again with --resume.")
+    while True:
+        try:
+            path = save_checkpoint(run.model_dir, payload)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            message = save_failure(run.model_dir, e)
+            if run.reporter.retry_save(message):
+                continue
+            raise UserError(message + " This run's training since its last checkpoint is lost.") from None
+        run.metrics.append({"split": "checkpoint", "step": run.step, "serial": int(path.stem.split("_")[1])})
+        return path
+
+
+def save_failure(folder: Path, error: Exception) -> str:
+    """What went wrong with a save, in one sentence a user can act on."""
+    reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        if free < 64 << 20 or getattr(error, "errno", None) == errno.ENOSPC:
+            reason = f"no space left on the disk ({free / 1e6:.0f} MB free)"
+    return (f"Could not save a checkpoint in {folder}: {reason}. Free some space or fix the folder's permissions "
+            "(nothing half-written was left there).")
 
 
 # --- finish ---
 
 
 def _finish(run: Run, session_steps: int, seconds: float, last_eval: EvalResult | None, saved: Path | None,
-            interrupted: bool) -> TrainResult:
-    """The final evaluation and checkpoint (unless Ctrl-C stopped the run: then the checkpoint alone),
-    and the loss curve."""
-    if not interrupted and run.can_eval:
+            stopped_by: int) -> TrainResult:
+    """The final evaluation and checkpoint (when a signal stopped the run: the checkpoint alone), and the
+    loss curve."""
+    if not stopped_by and run.can_eval:
         last_eval = _evaluate(run)
     saved = _save(run)
     plot = None
@@ -415,4 +479,4 @@ def _finish(run: Run, session_steps: int, seconds: float, last_eval: EvalResult 
     tokens = session_steps * run.tokens_per_step
     return TrainResult(run.config.model_name, run.step, session_steps, tokens, seconds,
                        tokens / seconds if seconds else 0.0, last_eval.loss if last_eval else None,
-                       last_eval.bits_per_byte if last_eval else None, saved, plot, interrupted)
+                       last_eval.bits_per_byte if last_eval else None, saved, plot, stopped_by)
