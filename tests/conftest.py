@@ -1,23 +1,34 @@
-"""Fixtures shared by the tests (each file keeps its own private ones)."""
+"""Fixtures shared by the tests (each file keeps its own private ones; helpers.py has shared functions).
+
+The tests need nothing beside the project: their books are the two that come inside the package
+(hellogpt.data.books.bundled_text: Pride and Prejudice, 1342, and The Wonderful Wizard of Oz, 55),
+slices of them, and texts made up from them; a Gutenberg mirror is a local HTTP server.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hellogpt.core.paths import Home
+from hellogpt.data.books import add_bundled_books, read_book
 from hellogpt.model.checkpoint import gpt_config
 from hellogpt.model.gpt import GPT, GPTConfig, KVCache
-
-CORPUS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from helpers import bundled
 
 
 @pytest.fixture(scope="session")
-def corpus_dir() -> Path:
-    """The shared Gutenberg books (../shared/corpus from the project root)."""
-    assert CORPUS_DIR.is_dir(), f"the shared corpus is missing at {CORPUS_DIR}"
-    return CORPUS_DIR
+def bundled_dir(tmp_path_factory) -> Path:
+    """A folder holding the two bundled books as pg1342.txt and pg55.txt, as `hellogpt data bundled` writes
+    them (Project Gutenberg's bytes: Oz with its header and footer markers). Read only: copy what you change."""
+    folder = tmp_path_factory.mktemp("bundled")
+    add_bundled_books(folder)
+    return folder
 
 
 @pytest.fixture
@@ -70,46 +81,42 @@ def greedy():
 
 
 @pytest.fixture(scope="session")
-def small_tokenizer(corpus_dir, tmp_path_factory):
-    """A byte-level BPE (vocabulary 512) trained on the training part of Alice in Wonderland (150 KB)."""
-    from hellogpt.core.paths import Home
+def small_tokenizer(bundled_dir, tmp_path_factory):
+    """A byte-level BPE (vocabulary 512) trained on the training part of The Wonderful Wizard of Oz (210 KB)."""
     from hellogpt.data.tokenizer import train_tokenizer
 
     home = Home(tmp_path_factory.mktemp("small_tokenizer"))
-    return train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
+    return train_tokenizer(home, bundled_dir / "pg55.txt", vocab_size=512, val_fraction=0.1)
 
 
 @pytest.fixture(scope="session")
 def run_hellogpt():
-    """run_hellogpt(*args, env=None) -> CompletedProcess: `python -m hellogpt ARGS` in a subprocess, as a user
-    runs it (text output captured; `env` entries are added to the current environment)."""
-    import os
-    import subprocess
-    import sys
+    """run_hellogpt(*args, env=None, input=None) -> CompletedProcess: `python -m hellogpt ARGS` in a subprocess,
+    as a user runs it (text output captured; `env` entries are added to the current environment)."""
 
-    def run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(*args: str, env: dict | None = None, timeout: float = 300, input: str | None = None
+            ) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "hellogpt", *map(str, args)], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, **(env or {})})
+                              timeout=timeout, env={**os.environ, **(env or {})}, input=input)
 
     return run
 
 
 @pytest.fixture(scope="session")
-def tiny_home(tmp_path_factory, corpus_dir):
+def tiny_home(tmp_path_factory):
     """A home ready for generation: data/pride.txt (40,000 characters of Pride and Prejudice), its
     tokenizer (vocabulary 400) and model 'tiny' serial 1 (2 layers, d_model 32, context 32, untrained
     weights; metrics record a validation bits per byte of 7.5). Copy it before changing it."""
-    from hellogpt.model.checkpoint import save_checkpoint
     from hellogpt.core.settings import Config
-    from hellogpt.core.paths import Home
     from hellogpt.data.tokenizer import load_tokenizer, train_bpe
+    from hellogpt.model.checkpoint import save_checkpoint
 
     home = Home(tmp_path_factory.mktemp("tiny_home"))
-    text = (corpus_dir / "pg1342.txt").read_text(encoding="utf-8")[2_000:42_000]
+    text = bundled(1342)[2_000:42_000]
     home.data_dir.mkdir(parents=True)
     (home.data_dir / "pride.txt").write_text(text, encoding="utf-8")
     home.tokenizer_path.parent.mkdir(parents=True)
-    train_bpe([text], vocab_size=400, show_progress=False).save(str(home.tokenizer_path))
+    train_bpe([text], vocab_size=400).save(str(home.tokenizer_path))
     tokenizer = load_tokenizer(home.tokenizer_path)
     config = Config(model_name="tiny", max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, dropout=0.0)
     torch.manual_seed(0)
@@ -123,19 +130,18 @@ def tiny_home(tmp_path_factory, corpus_dir):
 
 
 @pytest.fixture(scope="session")
-def book(corpus_dir, tmp_path_factory):
-    """The first 60,000 characters of Alice in Wonderland, as a book of its own."""
-    path = tmp_path_factory.mktemp("book") / "alice.txt"
-    path.write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+def book(bundled_dir, tmp_path_factory):
+    """The first 60,000 characters of The Wonderful Wizard of Oz (after its Gutenberg header), as a book of its own."""
+    path = tmp_path_factory.mktemp("book") / "oz.txt"
+    path.write_text(read_book(bundled_dir / "pg55.txt")[:60_000], encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="session")
 def tokenizer_file(book, tmp_path_factory):
     """A 300-token tokenizer trained on `book`, for tiny training runs."""
-    from hellogpt.core.paths import Home
     from hellogpt.data.tokenizer import train_tokenizer
 
     home = Home(tmp_path_factory.mktemp("tok"))
-    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
+    train_tokenizer(home, book, vocab_size=300, val_fraction=0.1)
     return home.tokenizer_path

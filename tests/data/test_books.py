@@ -1,4 +1,4 @@
-"""Reading books: finding them, cleaning (only header/footer, BOM, CRLF), bad input, splitting."""
+"""Reading books: the bundled two, finding them, cleaning (only header/footer, BOM, CRLF), bad input, splitting."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hellogpt.data.books import BOM, clean, data_path, find_books, read_book, split_text
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
+from hellogpt.data.books import (BOM, BUNDLED_BOOKS, add_bundled_books, bundled_text, clean, data_path, find_books,
+                                 read_book, split_text)
+from helpers import gutenberg_books
 
 HEADER = "The Project Gutenberg eBook of X\r\n\r\nRelease date: 1998\r\n"
 START = "*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n"
@@ -36,16 +38,44 @@ def test_clean_changes_nothing_else(text):
     assert clean(text) == text
 
 
-def test_shared_books_are_cleaned(corpus_dir):
-    for path in sorted(corpus_dir.glob("*.txt")):
-        raw = path.read_text(encoding="utf-8")
+def test_books_as_gutenberg_serves_them_are_cleaned(tmp_path):
+    """The bundled books (Oz with markers, Pride and Prejudice without) and made-up ones with a BOM, CRLF,
+    a header and footer or none of these."""
+    shapes = set()
+    for book_id, data in gutenberg_books().items():
+        path = tmp_path / f"pg{book_id}.txt"
+        path.write_bytes(data)
+        raw = data.decode("utf-8")
+        shapes.add((raw.startswith(BOM), "\r\n" in raw, "*** START OF" in raw))
         text = read_book(path)
         assert not text.startswith(BOM) and "\r\n" not in text
         assert "*** START OF" not in text and "*** END OF" not in text
-        if "*** START OF" not in raw:  # no markers: only the BOM could have gone
-            assert text == raw.removeprefix(BOM)
+        plain = raw.removeprefix(BOM).replace("\r\n", "\n")
+        if "*** START OF" not in raw:  # no markers: only the BOM and the CRs could have gone
+            assert text == plain
         else:
-            assert text in raw and len(text) > 0.9 * len(raw)
+            assert text in plain and len(text) > 0.9 * len(plain)
+    assert {(False, False, True), (False, False, False), (True, True, True), (True, True, False),
+            (False, True, True)} <= shapes  # every shape was there
+
+
+def test_bundled_books_are_gutenbergs_files(tmp_path):
+    """Pride and Prejudice and Oz come inside the package, byte for byte as Project Gutenberg serves them;
+    add_bundled_books writes them as pg<id>.txt and leaves a book already there alone."""
+    assert list(BUNDLED_BOOKS) == [1342, 55]
+    pride, oz = bundled_text(1342), bundled_text(55)
+    assert (len(pride), len(oz)) == (737_944, 212_801)
+    assert pride.decode("utf-8").count("Elizabeth") > 600 and b"Dorothy" in oz
+    assert oz.startswith(b"*** START OF THE PROJECT GUTENBERG EBOOK 55 ***")
+    (tmp_path / "pg55.txt").write_text("my own edition of Oz")
+    paths = add_bundled_books(tmp_path)
+    assert paths == [tmp_path / "pg1342.txt", tmp_path / "pg55.txt"]
+    assert (tmp_path / "pg1342.txt").read_bytes() == pride
+    assert (tmp_path / "pg55.txt").read_text() == "my own edition of Oz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pg1342.txt", "pg55.txt"]  # no temporary left
+    assert add_bundled_books(tmp_path / "new" / "data")[0].read_bytes() == pride  # the folder is made
+    with pytest.raises(UserError, match="is a file, but books go into a folder"):
+        add_bundled_books(tmp_path / "pg1342.txt")
 
 
 def test_find_books_takes_a_folder_or_a_file(tmp_path):
@@ -59,9 +89,9 @@ def test_find_books_takes_a_folder_or_a_file(tmp_path):
 
 
 def test_find_books_errors(tmp_path):
-    with pytest.raises(UserError, match="does not exist.*hellogpt data download"):
+    with pytest.raises(UserError, match="does not exist.*hellogpt data bundled.*hellogpt data download"):
         find_books(tmp_path / "missing")
-    with pytest.raises(UserError, match="no .txt files in .*hellogpt data download"):
+    with pytest.raises(UserError, match="no .txt files in .*hellogpt data bundled.*hellogpt data download"):
         find_books(tmp_path)
 
 

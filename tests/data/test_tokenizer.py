@@ -22,7 +22,7 @@ texts = st.lists(st.sampled_from(TRICKY) | st.text(st.characters(codec="utf-8"),
 @given(texts)
 @settings(max_examples=300, deadline=None)  # no time limit per example: the machine may be busy
 def test_roundtrip_any_text(small_tokenizer, text):
-    """(Every shared book byte for byte: tests/test_download.py, on a tokenizer trained on all eight.)"""
+    """(Every book a mirror serves, byte for byte: tests/data/test_gutenberg.py, on a tokenizer trained on all eight.)"""
     assert small_tokenizer.decode(small_tokenizer.encode(text)) == text
 
 
@@ -135,13 +135,13 @@ def test_trains_on_the_training_part_only(tmp_path):
     assert not any("zq" in t for t in vocab)
 
 
-def test_saved_file_loads_in_hugging_face_libraries(small_tokenizer, tmp_path, corpus_dir):
+def test_saved_file_loads_in_hugging_face_libraries(small_tokenizer, tmp_path, bundled_dir):
     """The same file works with tokenizers.Tokenizer and transformers.PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer as HFTokenizer
     from transformers import PreTrainedTokenizerFast
 
     home = Home(tmp_path)
-    tok = train_tokenizer(home, corpus_dir / "pg11.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
+    tok = train_tokenizer(home, bundled_dir / "pg55.txt", vocab_size=512, val_fraction=0.1, show_progress=False)
     assert tok.fingerprint == small_tokenizer.fingerprint  # training is deterministic
     assert [p.name for p in home.tokenizer_path.parent.iterdir()] == ["tokenizer.json"]  # no temporary left
     text = "“Curiouser and curiouser!” cried Alice 👩‍👩‍👧\r\n"
@@ -153,33 +153,38 @@ def test_saved_file_loads_in_hugging_face_libraries(small_tokenizer, tmp_path, c
     assert load_tokenizer(home.tokenizer_path).vocab_size == 512
 
 
-def test_retraining_keeps_a_different_previous_tokenizer(tmp_path, corpus_dir):
+def test_retraining_keeps_a_different_previous_tokenizer(tmp_path, bundled_dir):
     """Models trained with the old tokenizer cannot load without it, so it is kept beside the new one."""
-    home, book = Home(tmp_path), corpus_dir / "pg11.txt"
+    home, book = Home(tmp_path), bundled_dir / "pg55.txt"
     old = train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
     train_tokenizer(home, book, vocab_size=300, val_fraction=0.1, show_progress=False)
     assert [p.name for p in home.tokenizer_dir.iterdir()] == ["tokenizer.json"]  # same file: nothing to keep
-    new = train_tokenizer(home, book, vocab_size=320, val_fraction=0.1, show_progress=False)
+    notes = []
+    new = train_tokenizer(home, book, vocab_size=320, val_fraction=0.1, note=notes.append)
     kept = home.tokenizer_dir / f"tokenizer.{old.fingerprint}.json"
+    # What was done is told through `note` (the application prints it): what it learns from, what it kept, where.
+    assert len(notes) == 3 and notes[0].startswith("Training a byte-level BPE tokenizer (vocabulary 320) on the "
+                                                   "training part of 1 book(s)")
+    assert f"kept as {kept}" in notes[1] and notes[2].startswith(f"Saved {home.tokenizer_path} (vocabulary 320)")
     assert sorted(p.name for p in home.tokenizer_dir.iterdir()) == sorted(["tokenizer.json", kept.name])
     assert load_tokenizer(kept).fingerprint == old.fingerprint != new.fingerprint
 
 
-def test_without_a_vocab_size_the_books_size_decides(tmp_path, corpus_dir):
+def test_without_a_vocab_size_the_books_size_decides(tmp_path, bundled_dir):
     """Pride and Prejudice (656 k training characters) gets the larger vocabulary, Oz (187 k) the smaller; the
     command line says which, and --vocab-size still decides when given."""
     home = Home(tmp_path)
-    assert train_tokenizer(home, corpus_dir / "pg1342.txt", vocab_size=0, val_fraction=0.1,
+    assert train_tokenizer(home, bundled_dir / "pg1342.txt", vocab_size=0, val_fraction=0.1,
                            show_progress=False).vocab_size == LARGE_VOCAB
-    assert train_tokenizer(home, corpus_dir / "pg55.txt", vocab_size=0, val_fraction=0.1,
+    assert train_tokenizer(home, bundled_dir / "pg55.txt", vocab_size=0, val_fraction=0.1,
                            show_progress=False).vocab_size == SMALL_VOCAB
     assert vocab_size_for(LARGE_TEXT_CHARS - 1) == SMALL_VOCAB and vocab_size_for(LARGE_TEXT_CHARS) == LARGE_VOCAB
     assert Config().vocab_size == 0  # the default is the rule
 
 
 @pytest.mark.integration
-def test_tokenizer_command_sizes_the_vocabulary_by_the_books(run_hellogpt, tmp_path, corpus_dir):
-    book = corpus_dir / "pg1342.txt"
+def test_tokenizer_command_sizes_the_vocabulary_by_the_books(run_hellogpt, tmp_path, bundled_dir):
+    book = bundled_dir / "pg1342.txt"
     r = run_hellogpt("--home", tmp_path, "tokenizer", "train", "--data", book)
     assert r.returncode == 0, r.stderr
     assert f"(vocabulary {LARGE_VOCAB:,}) on the training part of 1 book(s): 655,870 characters" in r.stdout
@@ -188,9 +193,9 @@ def test_tokenizer_command_sizes_the_vocabulary_by_the_books(run_hellogpt, tmp_p
     assert load_tokenizer(Home(tmp_path).tokenizer_path).vocab_size == 1024
 
 
-def test_vocab_size_too_small(tmp_path, corpus_dir):
+def test_vocab_size_too_small(tmp_path, bundled_dir):
     with pytest.raises(UserError, match="--vocab-size 100 is too small"):
-        train_tokenizer(Home(tmp_path), corpus_dir / "pg11.txt", vocab_size=100, val_fraction=0.1,
+        train_tokenizer(Home(tmp_path), bundled_dir / "pg55.txt", vocab_size=100, val_fraction=0.1,
                         show_progress=False)
 
 

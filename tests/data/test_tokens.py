@@ -8,27 +8,29 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.data import tokens as dataloader
-from hellogpt.data.books import split_text
-from hellogpt.data.tokens import EpochSampler, num_windows, prepare_tokens, sequential_batches, token_dtype, windows
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
+from hellogpt.data import tokens as tokens_module
+from hellogpt.data.books import split_text
 from hellogpt.data.tokenizer import train_tokenizer
+from hellogpt.data.tokens import EpochSampler, num_windows, prepare_tokens, sequential_batches, token_dtype, windows
+from helpers import bundled
 
 
 @pytest.fixture
-def books(tmp_path, corpus_dir):
-    """Two short books: slices of Alice (with its BOM-free start) and of Frankenstein."""
+def books(tmp_path):
+    """Two short books: slices of Oz (after its header marker) and of Pride and Prejudice."""
     folder = tmp_path / "books"
     folder.mkdir()
-    (folder / "alice.txt").write_text((corpus_dir / "pg11.txt").read_text(encoding="utf-8")[:20_000])
-    (folder / "frankenstein.txt").write_text((corpus_dir / "pg84.txt").read_text(encoding="utf-8")[:15_000])
+    (folder / "oz.txt").write_text(bundled(55)[100:20_100])
+    (folder / "pride.txt").write_text(bundled(1342)[50_000:65_000])
     return folder
 
 
 def test_layout_each_part_then_eot(tmp_path, books, small_tokenizer):
     tok = small_tokenizer
-    data = prepare_tokens(Home(tmp_path), books, tok, val_fraction=0.1, show_progress=False)
+    progress = []
+    data = prepare_tokens(Home(tmp_path), books, tok, val_fraction=0.1, on_progress=lambda *p: progress.append(p))
     texts = [p.read_text() for p in sorted(books.glob("*.txt"))]
     for split, part in (("train", 0), ("val", 1)):
         expected = [i for t in texts for i in tok.encode(split_text(t, 0.1)[part]) + [tok.eot_id]]
@@ -38,28 +40,33 @@ def test_layout_each_part_then_eot(tmp_path, books, small_tokenizer):
     val_docs = tok.decode(data.val.tolist()).split("<|endoftext|>")[:-1]
     assert val_docs == [split_text(t, 0.1)[1] for t in texts]
     assert data.text_bytes("val") == sum(len(v.encode()) for v in val_docs)
-    assert [b.name for b in data.books] == ["alice.txt", "frankenstein.txt"]
+    assert [b.name for b in data.books] == ["oz.txt", "pride.txt"]
     assert [b.train_tokens + 1 for b in data.books] == [len(tok.encode(split_text(t, 0.1)[0])) + 1 for t in texts]
+    # on_progress heard of each book's bytes as they were done; from the cache there is nothing to report.
+    total = sum(len(t.encode()) for t in texts)
+    assert progress == [(len(texts[0].encode()), total), (total, total)]
+    prepare_tokens(Home(tmp_path), books, tok, val_fraction=0.1, on_progress=lambda *p: progress.append(p))
+    assert len(progress) == 2
 
 
 def test_cache_is_reused_and_rebuilt_when_books_or_tokenizer_change(tmp_path, books, small_tokenizer, monkeypatch):
     home = Home(tmp_path)
-    first = prepare_tokens(home, books, small_tokenizer, 0.1, show_progress=False)
+    first = prepare_tokens(home, books, small_tokenizer, 0.1)
     assert sorted(p.name for p in home.tokens_dir.iterdir()) == [first.path.name]  # no temporary left
 
     builds = []
-    real_build = dataloader._build_cache
-    monkeypatch.setattr(dataloader, "_build_cache", lambda *a, **k: builds.append(1) or real_build(*a, **k))
-    again = prepare_tokens(home, books, small_tokenizer, 0.1, show_progress=False)
+    real_build = tokens_module._build_cache
+    monkeypatch.setattr(tokens_module, "_build_cache", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    again = prepare_tokens(home, books, small_tokenizer, 0.1)
     assert builds == [] and again.path == first.path and np.array_equal(again.train, first.train)
 
-    with open(books / "alice.txt", "a") as fh:
+    with open(books / "oz.txt", "a") as fh:
         fh.write("One more line.\n")
-    edited = prepare_tokens(home, books, small_tokenizer, 0.1, show_progress=False)
+    edited = prepare_tokens(home, books, small_tokenizer, 0.1)
     assert builds == [1] and edited.path != first.path and edited.fingerprint != first.fingerprint
 
-    other_tokenizer = train_tokenizer(Home(tmp_path / "other"), books, 300, 0.1, show_progress=False)
-    retokenized = prepare_tokens(home, books, other_tokenizer, 0.1, show_progress=False)
+    other_tokenizer = train_tokenizer(Home(tmp_path / "other"), books, 300, 0.1)
+    retokenized = prepare_tokens(home, books, other_tokenizer, 0.1)
     assert builds == [1, 1] and retokenized.path not in (first.path, edited.path)
     assert retokenized.fingerprint == edited.fingerprint  # same books, other tokenizer
 
@@ -72,12 +79,12 @@ def test_a_failed_build_leaves_no_cache(tmp_path, books, small_tokenizer, monkey
 
     monkeypatch.setattr(small_tokenizer, "encode_documents", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prepare_tokens(home, books, small_tokenizer, 0.1, show_progress=False)
+        prepare_tokens(home, books, small_tokenizer, 0.1)
     assert list(home.tokens_dir.iterdir()) == []
 
 
 def test_no_validation_split(tmp_path, books, small_tokenizer):
-    data = prepare_tokens(Home(tmp_path), books, small_tokenizer, val_fraction=0.0, show_progress=False)
+    data = prepare_tokens(Home(tmp_path), books, small_tokenizer, val_fraction=0.0)
     assert len(data.val) == 0 and data.train.tolist().count(small_tokenizer.eot_id) == 2
 
 

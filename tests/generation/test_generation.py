@@ -1,4 +1,4 @@
-"""The generation engine: KV-cached decoding equals plain decoding, sampling does what it says,
+"""Generation: KV-cached decoding equals plain decoding, sampling does what it says,
 and streamed text never shows a broken character."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hellogpt.generation.generator import Engine, Settings, TextStream, sample
 from hellogpt.core.errors import UserError
 from hellogpt.data.tokenizer import Tokenizer, train_bpe
+from hellogpt.generation.generator import Generator, Settings, TextStream, sample
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models at batch 1 run fastest on one thread (and the engine uses one while decoding)."""
+    """Tiny models at batch 1 run fastest on one thread (and the generator uses one while decoding)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -28,17 +29,17 @@ MULTI_BYTE = "Élise’s café — “naïve” 🙂 façade, Zoë 👩‍👩�
 def splitting_tokenizer() -> Tokenizer:
     """A byte-level BPE with only a few merges, trained on ASCII: every accented letter, curly
     quote and emoji is two to four single-byte tokens."""
-    hf = train_bpe(["the cat sat on the mat, said the man. " * 50], vocab_size=280, show_progress=False)
+    hf = train_bpe(["the cat sat on the mat, said the man. " * 50], vocab_size=280)
     return Tokenizer(hf, fingerprint="splitting")
 
 
-def engine_for(make_gpt, tokenizer: Tokenizer, **overrides) -> Engine:
-    return Engine(make_gpt(vocab_size=tokenizer.vocab_size, **overrides), tokenizer)
+def generator_for(make_gpt, tokenizer: Tokenizer, **overrides) -> Generator:
+    return Generator(make_gpt(vocab_size=tokenizer.vocab_size, **overrides), tokenizer)
 
 
 def reference_greedy(model, prompt: list[int], n: int) -> list[int]:
     """Greedy decoding without a cache: the whole visible window through the model at every step,
-    the window following the engine's rule (last max_seq_len of the prompt; when full, keep the last half)."""
+    the window following the generator's rule (last max_seq_len of the prompt; when full, keep the last half)."""
     T = model.config.max_seq_len
     window, out = list(prompt[-T:]), []
     with torch.no_grad():
@@ -52,11 +53,11 @@ def reference_greedy(model, prompt: list[int], n: int) -> list[int]:
 
 
 def test_cached_greedy_equals_uncached_within_the_context(make_gpt, greedy, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     prompt = splitting_tokenizer.encode("the cat sat")
-    n = engine.context - len(prompt)  # fills the context exactly: no sliding yet
-    got = list(engine.tokens(prompt, Settings(max_new_tokens=n, temperature=0)))
-    want, _ = greedy(engine.model, prompt, n, use_cache=False)
+    n = generator.context - len(prompt)  # fills the context exactly: no sliding yet
+    got = list(generator.tokens(prompt, Settings(max_new_tokens=n, temperature=0)))
+    want, _ = greedy(generator.model, prompt, n, use_cache=False)
     assert got == want
 
 
@@ -64,46 +65,46 @@ def test_cached_greedy_equals_uncached_within_the_context(make_gpt, greedy, spli
 def test_cached_greedy_equals_uncached_past_the_context(make_gpt, splitting_tokenizer, prompt_len):
     """Generation slides its window several times (context 32, 100 new tokens), prompts shorter
     than, as long as and longer than the context."""
-    engine = engine_for(make_gpt, splitting_tokenizer, seed=1)
+    generator = generator_for(make_gpt, splitting_tokenizer, seed=1)
     prompt = torch.randint(0, splitting_tokenizer.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(
         prompt_len)).tolist()
-    got = list(engine.tokens(prompt, Settings(max_new_tokens=100, temperature=0)))
-    assert got == reference_greedy(engine.model, prompt, 100)
+    got = list(generator.tokens(prompt, Settings(max_new_tokens=100, temperature=0)))
+    assert got == reference_greedy(generator.model, prompt, 100)
 
 
 def test_a_long_prompt_keeps_its_last_tokens(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     text = "the man sat on the mat " * 20
     ids = splitting_tokenizer.encode(text)
-    assert len(ids) > engine.context
-    out = engine.generate(text, Settings(max_new_tokens=10, temperature=0, stop_at_eot=False))
-    assert (out.prompt_tokens, out.prompt_tokens_dropped) == (engine.context, len(ids) - engine.context)
+    assert len(ids) > generator.context
+    out = generator.generate(text, Settings(max_new_tokens=10, temperature=0, stop_at_eot=False))
+    assert (out.prompt_tokens, out.prompt_tokens_dropped) == (generator.context, len(ids) - generator.context)
     greedy = Settings(max_new_tokens=10, temperature=0)
-    assert list(engine.tokens(ids, greedy)) == list(engine.tokens(ids[-engine.context:], greedy))
+    assert list(generator.tokens(ids, greedy)) == list(generator.tokens(ids[-generator.context:], greedy))
 
 
 def test_same_seed_same_text_other_seed_other_text(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
-    run = lambda seed: list(engine.tokens([5, 6, 7], Settings(max_new_tokens=40, temperature=1.0, seed=seed)))  # noqa: E731
+    generator = generator_for(make_gpt, splitting_tokenizer)
+    run = lambda seed: list(generator.tokens([5, 6, 7], Settings(max_new_tokens=40, temperature=1.0, seed=seed)))  # noqa: E731
     assert run(1) == run(1)
     assert run(1) != run(2)
 
 
 def test_without_a_seed_each_generation_draws_one_and_reports_it(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
-    first = engine.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False))
-    second = engine.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False))
+    generator = generator_for(make_gpt, splitting_tokenizer)
+    first = generator.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False))
+    second = generator.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False))
     assert first.seed != second.seed
-    replay = engine.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False,
+    replay = generator.generate("the cat", Settings(max_new_tokens=20, temperature=1.0, stop_at_eot=False,
                                                  seed=first.seed))
     assert replay.text == first.text
 
 
 def test_top_k_1_and_a_tiny_top_p_are_greedy(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
-    greedy = list(engine.tokens([3, 4], Settings(max_new_tokens=30, temperature=0)))
-    assert list(engine.tokens([3, 4], Settings(max_new_tokens=30, temperature=2.0, top_k=1, seed=0))) == greedy
-    assert list(engine.tokens([3, 4], Settings(max_new_tokens=30, temperature=2.0, top_k=0, top_p=1e-6,
+    generator = generator_for(make_gpt, splitting_tokenizer)
+    greedy = list(generator.tokens([3, 4], Settings(max_new_tokens=30, temperature=0)))
+    assert list(generator.tokens([3, 4], Settings(max_new_tokens=30, temperature=2.0, top_k=1, seed=0))) == greedy
+    assert list(generator.tokens([3, 4], Settings(max_new_tokens=30, temperature=2.0, top_k=0, top_p=1e-6,
                                                seed=0))) == greedy
 
 
@@ -145,20 +146,20 @@ def test_out_of_range_settings_are_refused_clearly(bad):
 
 
 def test_empty_prompt_is_a_user_error(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     with pytest.raises(UserError, match="prompt is empty"):
-        engine.generate("", Settings())
+        generator.generate("", Settings())
 
 
 def test_thread_count_is_restored(make_gpt, splitting_tokenizer):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     before = torch.get_num_threads()
-    for i, _ in enumerate(engine.stream("the cat", Settings(max_new_tokens=20, stop_at_eot=False))):
+    for i, _ in enumerate(generator.stream("the cat", Settings(max_new_tokens=20, stop_at_eot=False))):
         if i == 2:
             break  # a consumer that stops early (as Ctrl-C does) closes the generator
     assert torch.get_num_threads() == before
     torch.set_num_threads(2)
-    engine.generate("the cat", Settings(max_new_tokens=5))
+    generator.generate("the cat", Settings(max_new_tokens=5))
     assert torch.get_num_threads() == 2
 
 
@@ -215,21 +216,21 @@ def test_after_a_prompt_ending_in_a_newline_the_first_word_streams_without_the_w
         make_gpt, small_tokenizer, monkeypatch):
     """The prompt "said\n" leaves the written space to the next word (Tokenizer.encode_prompt): the model's
     " the" must show as "the", right after the newline."""
-    engine = engine_for(make_gpt, small_tokenizer)
+    generator = generator_for(make_gpt, small_tokenizer)
     ids = small_tokenizer.encode(" the Queen")
     seen = {}
-    monkeypatch.setattr(engine, "tokens", lambda prompt_ids, settings, stats=None: seen.update(p=prompt_ids) or iter(ids))
-    assert "".join(engine.stream("said\n", Settings(max_new_tokens=len(ids)))) == "the Queen"
+    monkeypatch.setattr(generator, "tokens", lambda prompt_ids, settings, stats=None: seen.update(p=prompt_ids) or iter(ids))
+    assert "".join(generator.stream("said\n", Settings(max_new_tokens=len(ids)))) == "the Queen"
     assert small_tokenizer.decode(seen["p"] + ids) == "said\nthe Queen"
 
 
 def test_the_engine_streams_multi_byte_text_unbroken(make_gpt, splitting_tokenizer, monkeypatch):
-    """The engine's own stream, with the model's choices replaced by the tokens of a known text."""
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    """The generator's own stream, with the model's choices replaced by the tokens of a known text."""
+    generator = generator_for(make_gpt, splitting_tokenizer)
     ids = splitting_tokenizer.encode(MULTI_BYTE)
-    monkeypatch.setattr(engine, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
-    pieces = list(engine.stream("the", Settings(max_new_tokens=len(ids))))
-    assert "".join(pieces) == MULTI_BYTE and engine.last.text == MULTI_BYTE
+    monkeypatch.setattr(generator, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
+    pieces = list(generator.stream("the", Settings(max_new_tokens=len(ids))))
+    assert "".join(pieces) == MULTI_BYTE and generator.last.text == MULTI_BYTE
     assert all("\ufffd" not in p for p in pieces)
 
 
@@ -256,16 +257,16 @@ def test_stop_string_ends_the_text_before_it(text, stop):
 
 
 def test_stop_string_through_the_engine(make_gpt, splitting_tokenizer, monkeypatch):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     ids = splitting_tokenizer.encode("the cat sat.\n\nthe end")
-    monkeypatch.setattr(engine, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
-    out = engine.generate("x", Settings(stop=("\n\n",)))
+    monkeypatch.setattr(generator, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
+    out = generator.generate("x", Settings(stop=("\n\n",)))
     assert out.text == "the cat sat." and out.stop_reason == "stop"
 
 
 def test_end_of_text_token_ends_the_generation(make_gpt, splitting_tokenizer, monkeypatch):
-    engine = engine_for(make_gpt, splitting_tokenizer)
+    generator = generator_for(make_gpt, splitting_tokenizer)
     ids = splitting_tokenizer.encode("the end") + [splitting_tokenizer.eot_id] + splitting_tokenizer.encode("more")
-    monkeypatch.setattr(engine, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
-    out = engine.generate("x", Settings())
+    monkeypatch.setattr(generator, "tokens", lambda prompt_ids, settings, stats=None: iter(ids))
+    out = generator.generate("x", Settings())
     assert out.text == "the end" and out.stop_reason == "eot"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from hellogpt.core.errors import UserError
+from hellogpt.core.settings import Config
 from hellogpt.model.gpt import GPT, GPTConfig, KVCache
 
 
@@ -159,5 +160,9 @@ def test_flops_per_token_counts_every_matmul():
 
 
 def test_d_model_must_split_into_heads():
-    with pytest.raises(UserError, match="divisible by n_heads"):
+    """The model file knows no UserError (it imports torch alone): a bad shape is a ValueError there, and
+    the settings refuse it first, with a message for the user."""
+    with pytest.raises(ValueError, match="divisible by n_heads"):
         GPTConfig(d_model=100, n_heads=3)
+    with pytest.raises(UserError, match="n_heads = 3 is out of range: it must be at least 1 and divide d_model"):
+        Config(d_model=100, n_heads=3)

@@ -11,14 +11,15 @@ import signal
 import pytest
 import torch
 
-from hellogpt.model.checkpoint import load_checkpoint, serials
-from hellogpt.core.settings import Config
 from hellogpt.core.errors import UserError
-from hellogpt.training.evaluate import evaluate
 from hellogpt.core.paths import Home
-from hellogpt.training.metrics import METRICS_FILE, PLOT_FILE
+from hellogpt.core.settings import Config
 from hellogpt.data.tokenizer import load_tokenizer, train_tokenizer
-from hellogpt.training.trainer import LogLines, Plan, lr_factor, plan_for, train
+from hellogpt.model.checkpoint import load_checkpoint, serials
+from hellogpt.training.evaluate import evaluate
+from hellogpt.training.metrics import METRICS_FILE, PLOT_FILE
+from hellogpt.training.schedule import Plan, lr_factor, plan_for
+from hellogpt.training.trainer import Reporter, train
 
 # A model small enough for a test to train it for 40 steps in about a second.
 TINY = dict(vocab_size=300, max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_ffn=64, batch_size=8,
@@ -54,14 +55,11 @@ def read_metrics(home: Home, name: str = "hellogpt", split: str = "train") -> li
     return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
-class CtrlCAt(LogLines):
-    """A progress display that presses Ctrl-C (a real SIGINT) once a given step is shown, that is,
-    while the next step runs."""
+class CtrlCAt(Reporter):
+    """A reporter that presses Ctrl-C (a real SIGINT) once a given step is reported, that is,
+    while the next step runs; it keeps the notes."""
 
     def __init__(self, step: int, times: int = 1):
-        from rich.console import Console
-
-        super().__init__(Console(quiet=True))
         self.step, self.times, self.notes = step, times, []
 
     def update(self, s):
@@ -82,14 +80,14 @@ def test_stop_and_resume_equals_uninterrupted(make_home, book):
     whole = train(config, straight, book)
     assert (whole.steps, whole.interrupted) == (40, False)
 
-    first = train(config, stopped, book, display=CtrlCAt(step=19))  # Ctrl-C while step 20 runs
+    first = train(config, stopped, book, reporter=CtrlCAt(step=19))  # Ctrl-C while step 20 runs
     assert (first.steps, first.interrupted) == (20, True)
     assert first.checkpoint.name == "serial_1.pt"
     # A different model size is ignored on resume: the checkpoint's own configuration rebuilds the model.
-    display = CtrlCAt(step=-1)
-    second = train(Config(d_model=64), stopped, book, resume=True, given={"d_model": 64}, display=display)
+    reporter = CtrlCAt(step=-1)
+    second = train(Config(d_model=64), stopped, book, resume=True, given={"d_model": 64}, reporter=reporter)
     assert (second.steps, second.session_steps, second.interrupted) == (40, 20, False)
-    assert any("ignoring d_model=64" in n for n in display.notes)
+    assert any("ignoring d_model=64" in n for n in reporter.notes)
 
     losses = [(r["step"], r["loss"]) for r in read_metrics(straight)]
     resumed = [(r["step"], r["loss"]) for r in read_metrics(stopped)]
@@ -132,10 +130,10 @@ def test_checkpoint_contents(make_home, book):
 def test_resuming_a_finished_run_extends_it(make_home, book):
     home = make_home()
     train(tiny_config(max_steps=6, eval_every=0), home, book)
-    display = CtrlCAt(step=-1)
-    result = train(tiny_config(), home, book, resume=True, display=display)
+    reporter = CtrlCAt(step=-1)
+    result = train(tiny_config(), home, book, resume=True, reporter=reporter)
     assert (result.steps, result.checkpoint.name) == (12, "serial_2.pt")
-    assert any("another 6 steps" in n for n in display.notes)
+    assert any("another 6 steps" in n for n in reporter.notes)
     # A new length given on resume is the run's new total.
     assert train(tiny_config(), home, book, resume=True, given={"max_steps": 15}).steps == 15
 
@@ -143,7 +141,7 @@ def test_resuming_a_finished_run_extends_it(make_home, book):
 def test_second_ctrl_c_aborts_at_once(make_home, book):
     home = make_home()
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(max_steps=40), home, book, display=CtrlCAt(step=2, times=2))
+        train(tiny_config(max_steps=40), home, book, reporter=CtrlCAt(step=2, times=2))
     assert serials(home.model_dir("hellogpt")) == []
     assert [p.name for p in home.model_dir("hellogpt").iterdir()] == [METRICS_FILE]
 
@@ -151,7 +149,7 @@ def test_second_ctrl_c_aborts_at_once(make_home, book):
 def test_tokenizer_mismatch_is_refused(make_home, book):
     home = make_home()
     train(tiny_config(max_steps=2), home, book)
-    train_tokenizer(home, book, vocab_size=280, val_fraction=0.1, show_progress=False)
+    train_tokenizer(home, book, vocab_size=280, val_fraction=0.1)
     with pytest.raises(UserError, match="different tokenizer") as e:
         train(tiny_config(), home, book, resume=True)
     assert "serial_1.pt" in str(e.value)
@@ -162,10 +160,10 @@ def test_compile_failure_falls_back_to_the_same_training(make_home, book, monkey
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(torch, "compile", lambda model, **kw: broken)
-    compiled, eager, display = make_home("compiled"), make_home("eager"), CtrlCAt(step=-1)
-    train(tiny_config(max_steps=5, compile=True), compiled, book, display=display)
+    compiled, eager, reporter = make_home("compiled"), make_home("eager"), CtrlCAt(step=-1)
+    train(tiny_config(max_steps=5, compile=True), compiled, book, reporter=reporter)
     train(tiny_config(max_steps=5), eager, book)
-    assert any("torch.compile failed (RuntimeError: no compiler here)" in n for n in display.notes)
+    assert any("torch.compile failed (RuntimeError: no compiler here)" in n for n in reporter.notes)
     assert [r["loss"] for r in read_metrics(compiled)] == [r["loss"] for r in read_metrics(eager)]
 
 
@@ -201,9 +199,10 @@ def test_time_budget_ends_the_run(make_home, book):
 
 @pytest.mark.parametrize("bad, match", [({"batch_size": 0}, "batch_size"), ({"epochs": -1.0}, "epochs"),
                                         ({"dropout": 1.0}, "dropout")])
-def test_bad_settings_are_refused(make_home, book, bad, match):
+def test_bad_settings_are_refused(bad, match):
+    """Before any training: a Config with a bad setting cannot be made."""
     with pytest.raises(UserError, match=match):
-        train(tiny_config(**bad), make_home(), book)
+        tiny_config(**bad)
 
 
 def test_evaluate_matches_its_definition(make_home, book):
@@ -218,7 +217,7 @@ def test_evaluate_matches_its_definition(make_home, book):
 
     model = build_model(load_checkpoint(model_dir / "serial_1.pt")).eval()
     tokenizer = load_tokenizer(home.tokenizer_path)
-    val = prepare_tokens(home, book, tokenizer, 0.1, show_progress=False).val
+    val = prepare_tokens(home, book, tokenizer, 0.1).val
     T = 32
     n_windows = (len(val) - 1) // T
     nll = 0.0
@@ -268,7 +267,7 @@ def test_the_kept_model_is_the_weights_average(make_home, book):
     assert ckpt["averaged_steps"] == 11  # after steps 10 to 20: progress 0.5 to 1
     assert not torch.equal(ckpt["model"]["blocks.0.mlp.fc.weight"], ckpt["live"]["blocks.0.mlp.fc.weight"])
     tokenizer = load_tokenizer(home.tokenizer_path)
-    val = prepare_tokens(home, book, tokenizer, 0.1, show_progress=False).val
+    val = prepare_tokens(home, book, tokenizer, 0.1).val
     assert evaluate(build_model(ckpt).eval(), val, tokenizer, 32, 8).loss == pytest.approx(result.val_loss, rel=1e-6)
 
     off = load_checkpoint(train(tiny_config(max_steps=20, eval_every=0, ema_decay=0.0), plain, book).checkpoint)
@@ -285,7 +284,7 @@ def test_resume_of_weights_without_training_state(make_home, book):
     home = make_home()
     first = load_checkpoint(train(tiny_config(max_steps=3), home, book).checkpoint)
     save_checkpoint(home.model_dir("hellogpt"), {**first, "optimizer": None, "scheduler": None, "rng": None})
-    display = CtrlCAt(step=-1)
-    result = train(tiny_config(), home, book, resume=True, given={"max_steps": 6}, display=display)
+    reporter = CtrlCAt(step=-1)
+    result = train(tiny_config(), home, book, resume=True, given={"max_steps": 6}, reporter=reporter)
     assert result.steps == 6 and not result.interrupted
-    assert any("has no state for the muon optimizer; it starts afresh" in n for n in display.notes)
+    assert any("has no state for the muon optimizer; it starts afresh" in n for n in reporter.notes)
