@@ -84,6 +84,7 @@ def train_model(args, home: Home) -> int:
     SIGTERM (143) or SIGHUP (129) stopped it, after saving."""
     given = given_settings_from_args(args)
     config = Config(**given)
+    pick_device(config.device)  # a device this machine lacks is refused before any work
     main = distributed.is_main_process()
     console = Console(soft_wrap=True, quiet=not main)
     under_torchrun = distributed.launched_by_torchrun()

@@ -63,6 +63,7 @@ def ensure_model(home: Home, args, given: dict) -> None:
     """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it. `given`: the
     settings the user set (flags and --config file)."""
     config = Config(**given)  # a bad setting is reported now, not after the questions
+    pick_device(config.device)
     books = ensure_books(home, args.data, args.yes, getattr(args, "mirror", None))
     tokenizer = ensure_tokenizer(home, config, books, args.yes)
     console = Console(soft_wrap=True)

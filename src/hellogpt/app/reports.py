@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
 from hellogpt.data.tokens import BookStats, total_stats
 from hellogpt.inspection.analysis import LENS_TOP, Inspection
@@ -41,18 +42,28 @@ def print_models(home: Home, current: tuple[str, int] | None = None) -> int:
     table = Table(title=f"Models in {home.checkpoints_dir}")
     for column in ("model", "serial", "parameters", "size", "steps", "tokens seen", "val bpb"):
         table.add_column(column, justify="left" if column == "model" else "right")
+    damaged = 0
     for folder in folders:
         for serial in serials(folder):
             path = serial_path(folder, serial)
-            ckpt = load_checkpoint(path)
-            bpb = val_bpb(ckpt)
             mark = " *" if current == (folder.name, serial) else ""
+            try:
+                ckpt = load_checkpoint(path)
+            except UserError:
+                damaged += 1
+                table.add_row(folder.name + mark, str(serial), "damaged", f"{path.stat().st_size / 1e6:.1f} MB",
+                              "-", "-", "-")
+                continue
+            bpb = val_bpb(ckpt)
             table.add_row(folder.name + mark, str(serial), f"{count_params(ckpt['model']):,}",
                           f"{path.stat().st_size / 1e6:.1f} MB", f"{ckpt.get('step', 0):,}",
                           f"{ckpt.get('tokens_seen', 0):,}", "-" if bpb is None else f"{bpb:.3f}")
     Console().print(table)
     if current:
         print("* the model in use")
+    if damaged:
+        print(f"{damaged} serial(s) marked damaged cannot be loaded (truncated or corrupt): delete them, or load "
+              "another serial with --serial.")
     return len(folders)
 
 

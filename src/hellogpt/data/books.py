@@ -72,15 +72,19 @@ def find_books(path: Path) -> list[Path]:
 
 
 def clean(text: str) -> str:
-    """Strip a byte order mark, turn CRLF into LF, cut the Gutenberg header and footer when marked."""
+    """Strip a byte order mark, turn CRLF into LF, cut the Gutenberg header and footer when marked. A file
+    of several Gutenberg books (one START/END pair each) keeps every book's text, one after the other."""
     text = text.removeprefix(BOM).replace("\r\n", "\n")
-    start = _START.search(text)
-    if start:
-        text = text[start.end():]
-    end = _END.search(text)
-    if end:
-        text = text[:end.start()]
-    return text
+    starts = list(_START.finditer(text))
+    if not starts:
+        end = _END.search(text)
+        return text[:end.start()] if end else text
+    bodies = []
+    for i, start in enumerate(starts):
+        stop = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        end = _END.search(text, start.end(), stop)
+        bodies.append(text[start.end():end.start() if end else stop])
+    return "".join(bodies)
 
 
 def decode_utf8(raw: bytes, path: Path) -> str:
