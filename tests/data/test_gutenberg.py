@@ -1,24 +1,24 @@
-"""Downloading books, against a local HTTP server that serves ../shared/corpus in Gutenberg's layout."""
+"""Downloading books, against a local HTTP server in Gutenberg's layout that serves the bundled books (1342
+and 55) and made-up ones for the other ids (helpers.gutenberg_books)."""
 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from hellogpt.data.gutenberg import DEFAULT_BOOKS, download_books
 from hellogpt.core.errors import UserError
+from hellogpt.data.gutenberg import DEFAULT_BOOKS, DownloadProgress, download_books
+import helpers
+from helpers import QuietHandler, closed_port_url, gutenberg_books, write_mirror
 
 pytestmark = pytest.mark.integration
 
 
-class Handler(SimpleHTTPRequestHandler):
+class Handler(QuietHandler):
     """Serves files; paths under /stall/ never answer in time, paths under /cut/ break off mid-file."""
 
     requests: list[str]  # set per server: every path asked for
@@ -39,52 +39,69 @@ class Handler(SimpleHTTPRequestHandler):
         self.path = self.path.removeprefix("/flaky")
         super().do_GET()
 
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
 
 @contextmanager
 def serve(root: Path):
+    """(url, the paths asked for) of a Handler serving root."""
     handler = type("Handler", (Handler,), {"requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", handler.requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with helpers.serve(root, handler) as url:
+        yield url, handler.requests
+
+
+BOOKS = gutenberg_books()  # id -> the bytes the mirror serves
+
+
+@pytest.fixture(scope="module")
+def mirror_root(tmp_path_factory) -> Path:
+    return write_mirror(tmp_path_factory.mktemp("mirror"), BOOKS)
 
 
 @pytest.fixture
-def mirror(tmp_path_factory, corpus_dir):
-    """(url, list of requested paths): the shared books at cache/epub/<id>/pg<id>.txt."""
-    root = tmp_path_factory.mktemp("mirror")
-    for book in corpus_dir.glob("pg*.txt"):
-        book_id = book.stem.removeprefix("pg")
-        (root / "cache" / "epub" / book_id).mkdir(parents=True)
-        (root / "cache" / "epub" / book_id / book.name).symlink_to(book)
-    with serve(root) as served:
+def mirror(mirror_root):
+    """(url, list of requested paths): the books at cache/epub/<id>/pg<id>.txt."""
+    with serve(mirror_root) as served:
         yield served
 
 
-def test_downloads_books_and_skips_those_present(tmp_path, mirror, corpus_dir):
+class Recorder(DownloadProgress):
+    """What a download reports, kept: notes, and each book's last byte count."""
+
+    def __init__(self):
+        self.notes, self.received = [], {}
+
+    def note(self, message):
+        self.notes.append(message)
+
+    def bytes(self, title, received, total):
+        assert total is None or received <= total
+        self.received[title] = (received, total)
+
+
+def test_downloads_books_and_skips_those_present(tmp_path, mirror):
     url, requests = mirror
-    paths = download_books([11, 55], tmp_path / "data", mirror=url, show_progress=False)
-    assert paths == [tmp_path / "data" / "pg11.txt", tmp_path / "data" / "pg55.txt"]
-    for path in paths:
-        assert path.read_bytes() == (corpus_dir / path.name).read_bytes()
-    assert requests == ["/cache/epub/11/pg11.txt", "/cache/epub/55/pg55.txt"]
-    download_books([11, 55, 84], tmp_path / "data", mirror=url, show_progress=False)
+    progress = Recorder()
+    paths = download_books([1342, 55], tmp_path / "data", mirror=url, progress=progress)
+    assert paths == [tmp_path / "data" / "pg1342.txt", tmp_path / "data" / "pg55.txt"]
+    for path, book_id in zip(paths, (1342, 55)):
+        assert path.read_bytes() == BOOKS[book_id]
+    assert requests == ["/cache/epub/1342/pg1342.txt", "/cache/epub/55/pg55.txt"]
+    # The progress heard every byte of each book, and what was done.
+    assert progress.received == {"Pride and Prejudice": (len(BOOKS[1342]),) * 2,
+                                 "The Wonderful Wizard of Oz": (len(BOOKS[55]),) * 2}
+    assert progress.notes[0] == f"Books from {url} into {tmp_path / 'data'}:"
+    assert progress.notes[-1] == "Downloaded 2 book(s), skipped 0 already present."
+    again = Recorder()
+    download_books([1342, 55, 84], tmp_path / "data", mirror=url, progress=again)
     assert requests[2:] == ["/cache/epub/84/pg84.txt"]
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["pg11.txt", "pg55.txt", "pg84.txt"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["pg1342.txt", "pg55.txt", "pg84.txt"]
+    assert "pg1342.txt (Pride and Prejudice) is already there: skipped." in again.notes
+    assert again.notes[-1] == "Downloaded 1 book(s), skipped 2 already present."
 
 
 def test_404_names_the_address(tmp_path, mirror):
     url, requests = mirror
     with pytest.raises(UserError, match=rf"no book at {url}/cache/epub/999999/pg999999.txt \(HTTP 404"):
-        download_books([999999], tmp_path, mirror=url, show_progress=False)
+        download_books([999999], tmp_path, mirror=url)
     assert len(requests) == 1  # a missing book is not retried
     assert list(tmp_path.iterdir()) == []
 
@@ -92,40 +109,41 @@ def test_404_names_the_address(tmp_path, mirror):
 def test_stalled_server_times_out_after_one_retry(tmp_path, mirror):
     url, requests = mirror
     started = time.monotonic()
-    with pytest.raises(UserError, match=rf"Could not download {url}/stall/cache/epub/11/pg11.txt .*timed out.*--mirror"):
-        download_books([11], tmp_path, mirror=url + "/stall", timeout=0.3, show_progress=False)
+    progress = Recorder()
+    with pytest.raises(UserError, match=rf"Could not download {url}/stall/cache/epub/55/pg55.txt .*timed out.*--mirror"):
+        download_books([55], tmp_path, mirror=url + "/stall", timeout=0.3, progress=progress)
+    assert any(n.endswith("timed out: no answer within 0.3 s; trying once more.") for n in progress.notes)
     assert len(requests) == 2 and time.monotonic() - started < 4  # it did not wait for the server
     assert list(tmp_path.iterdir()) == []
 
 
 def test_transfer_cut_off_leaves_no_partial_file(tmp_path, mirror):
     url, requests = mirror
-    with pytest.raises(UserError, match=r"Could not download .*/cut/cache/epub/11/pg11.txt"):
-        download_books([11], tmp_path, mirror=url + "/cut", timeout=5, show_progress=False)
+    with pytest.raises(UserError, match=r"Could not download .*/cut/cache/epub/55/pg55.txt"):
+        download_books([55], tmp_path, mirror=url + "/cut", timeout=5)
     assert len(requests) == 2
     assert list(tmp_path.iterdir()) == []  # neither the book nor a temporary file
 
 
-def test_retry_recovers_from_one_broken_transfer(tmp_path, mirror, corpus_dir):
+def test_retry_recovers_from_one_broken_transfer(tmp_path, mirror):
     url, requests = mirror
-    [path] = download_books([11], tmp_path, mirror=url + "/flaky", timeout=5, show_progress=False)
-    assert len(requests) == 2 and path.read_bytes() == (corpus_dir / "pg11.txt").read_bytes()
+    [path] = download_books([55], tmp_path, mirror=url + "/flaky", timeout=5)
+    assert len(requests) == 2 and path.read_bytes() == BOOKS[55]
 
 
 def test_offline_message_through_the_cli(tmp_path, run_hellogpt):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = run_hellogpt("--home", str(tmp_path), "data", "download", "11", "--timeout", "2",
-                      env={"HELLOGPT_GUTENBERG_MIRROR": f"http://127.0.0.1:{port}"})
+    offline = closed_port_url()
+    result = run_hellogpt("--home", str(tmp_path), "data", "download", "55", "--timeout", "2",
+                          env={"HELLOGPT_GUTENBERG_MIRROR": offline})
     assert result.returncode == 2, result.stderr
-    assert f"Could not download http://127.0.0.1:{port}/cache/epub/11/pg11.txt" in result.stderr
+    assert f"Could not download {offline}/cache/epub/55/pg55.txt" in result.stderr
     assert "--mirror" in result.stderr and "copy plain-text .txt books into" in result.stderr
+    assert "hellogpt data bundled" in result.stderr  # the way without a network
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "data" / "pg11.txt").exists()
+    assert not (tmp_path / "data" / "pg55.txt").exists()
 
 
-def test_download_train_tokenizer_and_roundtrip_every_book(tmp_path, mirror, corpus_dir, run_hellogpt):
+def test_download_train_tokenizer_and_roundtrip_every_book(tmp_path, mirror, run_hellogpt):
     """The issue's acceptance path: the default eight books from a mirror into a fresh home, then a tokenizer."""
     from hellogpt.data.tokenizer import load_tokenizer
 
@@ -134,7 +152,7 @@ def test_download_train_tokenizer_and_roundtrip_every_book(tmp_path, mirror, cor
     assert result.returncode == 0, result.stderr
     books = sorted((tmp_path / "data").glob("*.txt"))
     assert [p.name for p in books] == sorted(f"pg{i}.txt" for i in DEFAULT_BOOKS)
-    assert all(p.read_bytes() == (corpus_dir / p.name).read_bytes() for p in books)
+    assert all(p.read_bytes() == BOOKS[int(p.stem.removeprefix("pg"))] for p in books)
 
     result = run_hellogpt("--home", str(tmp_path), "tokenizer", "train", "--vocab-size", "1024")
     assert result.returncode == 0, result.stderr

@@ -15,13 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from hellogpt.inspection import analysis as inspection
-from hellogpt.model.checkpoint import load_for_inference, save_checkpoint
+from hellogpt.app.commands import show_inspection
+from hellogpt.app.reports import print_attention_summary, print_logit_lens, print_next_token, print_tokens
 from hellogpt.core.errors import UserError
-from hellogpt.inspection.analysis import (embedding_pca, encode_prompt, inspect, most_frequent, print_attention_summary,
-                                 print_logit_lens, print_next_token, print_tokens, run_inspect, visible)
-from hellogpt.model.gpt import GPT
 from hellogpt.core.paths import Home
+from hellogpt.inspection import report as inspection_report
+from hellogpt.inspection.analysis import embedding_pca, encode_prompt, inspect, most_frequent, visible
+from hellogpt.inspection.report import look, save_report
+from hellogpt.model.checkpoint import load_for_inference, save_checkpoint
+from hellogpt.model.gpt import GPT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL = "trained"
@@ -221,7 +223,7 @@ def test_cli_writes_a_whole_report_and_never_overwrites_one(tiny, run_hellogpt):
     assert "Elizabeth" in page
 
     before = {p.name: p.read_bytes() for p in report.iterdir()}
-    second = run_inspect(home, MODEL, "<b>Elizabeth</b> & Jane", console=quiet())
+    second = show_inspection(home, MODEL, "<b>Elizabeth</b> & Jane", console=quiet())
     assert report_dirs(home) == [report, second]
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # the first report is untouched
     page = (second / "index.html").read_text(encoding="utf-8")
@@ -242,27 +244,29 @@ def test_user_errors_give_one_clear_message(tiny, run_hellogpt, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_reports_made_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(inspection.time, "strftime", lambda _format: "20250101-120000")
-    made = []
-    for n in range(3):
-        finished = tmp_path / f".tmp-{n}"
-        finished.mkdir()
-        (finished / "index.html").write_text(str(n))
-        made.append(inspection._publish(finished, None, tmp_path))
+@pytest.mark.integration
+def test_reports_made_in_the_same_second_get_their_own_folders(tiny, tmp_path, monkeypatch):
+    home = Home(tmp_path / "home")
+    shutil.copytree(tiny[0].root, home.root)
+    earlier = set(home.inspect_dir(MODEL).iterdir()) if home.inspect_dir(MODEL).is_dir() else set()
+    monkeypatch.setattr(inspection_report.time, "strftime", lambda _format: "20250101-120000")
+    made = [save_report(home, look(home, MODEL, prompt), top_k=3) for prompt in ("Jane", "Lydia", "Kitty")]
     assert [p.name for p in made] == ["20250101-120000", "20250101-120000-2", "20250101-120000-3"]
-    assert [(p / "index.html").read_text() for p in made] == ["0", "1", "2"]
+    assert all(p.parent == home.inspect_dir(MODEL) for p in made)
+    assert [prompt in (p / "index.html").read_text(encoding="utf-8") for p, prompt in
+            zip(made, ("Jane", "Lydia", "Kitty"))] == [True] * 3
+    assert sorted(set(home.inspect_dir(MODEL).iterdir()) - earlier) == made  # and no temporary folder left
 
 
 @pytest.mark.integration
 def test_out_dir_is_used_once_and_never_overwritten(tiny, tmp_path):
     home, _, _ = tiny
     out = tmp_path / "report"
-    assert run_inspect(home, MODEL, "Jane", out_dir=out, console=quiet()) == out
+    assert show_inspection(home, MODEL, "Jane", out_dir=out, console=quiet()) == out
     assert (out / "index.html").is_file()
     before = sorted(out.iterdir())
     with pytest.raises(UserError, match="never overwritten"):
-        run_inspect(home, MODEL, "Jane", out_dir=out, console=quiet())
+        show_inspection(home, MODEL, "Jane", out_dir=out, console=quiet())
     assert sorted(out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left behind
 
@@ -271,7 +275,7 @@ def test_out_dir_is_used_once_and_never_overwritten(tiny, tmp_path):
 def test_without_books_the_embedding_view_is_skipped_with_a_note(tiny, tmp_path):
     home, _, _ = tiny
     console = quiet()
-    report = run_inspect(home, MODEL, "Jane", data=tmp_path / "no-books", out_dir=tmp_path / "r", console=console)
+    report = show_inspection(home, MODEL, "Jane", data=tmp_path / "no-books", out_dir=tmp_path / "r", console=console)
     assert "Skipped" in console.file.getvalue()
     assert not (report / "embeddings.png").exists()
     assert "Skipped" in (report / "index.html").read_text(encoding="utf-8")

@@ -3,7 +3,6 @@ greedy text, after `hellogpt export` and after `hellogpt import-hf`."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from hellogpt.cli import main
 from hellogpt.model import hf
 from hellogpt.model.checkpoint import load_for_inference, save_checkpoint, serials
 from hellogpt.core.settings import Config
@@ -23,6 +23,7 @@ from hellogpt.core.errors import UserError
 from hellogpt.model.gpt import GPT
 from hellogpt.core.paths import Home
 from hellogpt.data.tokenizer import EOT, load_tokenizer, train_bpe
+from helpers import bundled
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +32,18 @@ NEW_TOKENS = 30  # greedy tokens after a 10-token prompt, within the context (tr
 
 
 @pytest.fixture(scope="module")
-def tokenizer_file(corpus_dir, tmp_path_factory):
+def tokenizer_file(tmp_path_factory):
     """A byte-level BPE of 400 tokens trained on the start of Pride and Prejudice."""
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    text = (corpus_dir / "pg1342.txt").read_text(encoding="utf-8")[:200_000]
+    text = bundled(1342)[:200_000]
     train_bpe([text], vocab_size=400, show_progress=False).save(str(path))
     return path
 
 
 @pytest.fixture(scope="module")
-def text(corpus_dir):
-    """Text the tokenizer was not trained on (Frankenstein), with non-ASCII characters."""
-    return (corpus_dir / "pg84.txt").read_text(encoding="utf-8")[20_000:22_000] + " Café — “naïve” 日本"
+def text():
+    """Text the tokenizer was not trained on (The Wonderful Wizard of Oz), with non-ASCII characters."""
+    return bundled(55)[20_000:22_000] + " Café — “naïve” 日本"
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_export_loads_in_transformers_and_computes_the_same(home, make_gpt, gree
         result = hellogpt("export", "--format", "hf", str(out), home=home)
         assert result.returncode == 0, result.stderr
     else:
-        hf.run_export_cli(argparse.Namespace(out_dir=str(out), model_name=None, serial=None), home)
+        assert main(["--home", str(home.root), "export", str(out)]) == 0  # the same entry point, in this process
     theirs = AutoModelForCausalLM.from_pretrained(out).eval()
     their_tokenizer = AutoTokenizer.from_pretrained(out)
 
@@ -151,7 +152,7 @@ def test_import_of_a_transformers_model_computes_the_same(home, tokenizer_file, 
         assert result.returncode == 0, result.stderr
         assert "hellogpt generate --model-name gpt2" in result.stdout
     else:  # without --model-name: named after the folder
-        hf.run_import_cli(argparse.Namespace(dir=str(source), model_name=None), home)
+        assert main(["--home", str(home.root), "import-hf", str(source)]) == 0
     ours, tokenizer, ckpt, where = load_for_inference(home, "gpt2")  # also checks the tokenizer's fingerprint
 
     assert where.serial == 1 and ckpt["optimizer"] is None and ckpt["config"]["model_name"] == "gpt2"
