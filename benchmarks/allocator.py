@@ -1,12 +1,13 @@
-"""What glibc's allocator setting (device.keep_freed_memory) does to a training step on the CPU.
+"""What glibc's allocator setting (core.device.keep_freed_memory) does to a training step on the CPU.
 
     python benchmarks/allocator.py              # the two-minute model of a CPU without bfloat16 (size 3)
     python benchmarks/allocator.py --size 4     # another size
 
 Each variant runs in its own process (mallopt cannot be undone), the two alternating: glibc's defaults,
-and the setting training applies (train.prepare_device -> device.setup_device). Both time the same
-training steps of a fresh model of the size's shape (its context, the default batch) on random tokens,
-after warm-up steps, and count the process's minor page faults over them. Environment variables that
+and the setting training applies (core.device.setup_device -> keep_freed_memory). Both time the same
+training steps (training.step.optimizer_step, with training's threads and optimizer) of a fresh model of
+the size's shape (its context, the default batch) on random tokens, after warm-up steps, and count the
+process's minor page faults over them. Environment variables that
 tune glibc's malloc are left out of both. Prints a table and writes benchmarks/out/allocator.json.
 """
 
@@ -21,30 +22,30 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hellogpt.model.checkpoint import gpt_config
-from hellogpt.core.settings import Config, size_settings
 from hellogpt.core.device import malloc_variable
+from hellogpt.core.settings import Config, size_settings
 
 OUT = Path(__file__).resolve().parent / "out"
 
 STEPS = """
 import json, resource, sys, time
 import torch
+from hellogpt.core.device import cpu_threads, keep_freed_memory
 from hellogpt.core.settings import Config, size_settings
-from hellogpt.core.device import malloc_variable
-from hellogpt.core.device import keep_freed_memory
+from hellogpt.model.checkpoint import gpt_config
 from hellogpt.model.gpt import GPT
 from hellogpt.training.optim import make_optimizer
-from hellogpt.training.trainer import optimizer_step
+from hellogpt.training.step import optimizer_step
 
 keep, size, batch_size, context, steps = sys.argv[1] == "keep", *map(int, sys.argv[2:])
 took = keep_freed_memory() if keep else False
+torch.set_num_threads(cpu_threads())  # the rest of what setup_device does on a CPU, in both variants
 config = Config(size=size, **{**size_settings(size), "max_seq_len": context}, batch_size=batch_size, time=120)
 torch.manual_seed(0)
 model = GPT(gpt_config(config, 2048))
 optimizer = make_optimizer(model, config)
 batch = lambda: (torch.randint(0, 2048, (batch_size, context)), torch.randint(0, 2048, (batch_size, context)))
-step = lambda: optimizer_step(model, model, optimizer, batch, 1, 0.0, torch.device("cpu"))
+step = lambda: optimizer_step(model, model, optimizer, batch, config.grad_accum, config.grad_clip, torch.device("cpu"))
 for _ in range(10):
     step()
 faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
@@ -59,7 +60,7 @@ print("RESULT", json.dumps({"setting_took": took, "ms_per_step": 1000 * seconds 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None, help="(default: config.py's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: core/settings.py's)")
     parser.add_argument("--context", type=int, default=None, help="(default: the size's)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=2, help="processes per variant, alternating")

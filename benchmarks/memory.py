@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_models import SEED_MODEL, as_flags
+from bench_models import SEED_MODEL, SHARED_CORPUS, as_flags, shared_books
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -45,9 +45,10 @@ def peak_rss_mb(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="training steps (default: 30)")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS, help=f"the books (default: {SHARED_CORPUS})")
     parser.add_argument("--out", type=Path, default=OUT / "memory.json")
     args = parser.parse_args()
+    books = len(shared_books(args.corpus, "the memory budget, set for the whole shared corpus,"))
 
     rows = []
     with tempfile.TemporaryDirectory() as home:
@@ -59,7 +60,6 @@ def main() -> None:
             mb, seconds = peak_rss_mb(command + common)
             rows.append({"step": name, "peak_rss_mb": mb, "seconds": seconds})
 
-    books = len(list(args.corpus.glob("*.txt")))
     print(f"Peak RSS on {args.corpus} ({books} books), the seed's model (bench_models.py):")
     for r in rows:
         print(f"  {r['step']:28} {r['peak_rss_mb']:8.0f} MB  {r['seconds']:6.1f} s")

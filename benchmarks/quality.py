@@ -4,6 +4,10 @@
     python benchmarks/quality.py --all-books      # also each shared book trained alone, same budget
     python benchmarks/quality.py --time 60 -- --d-model 128   # another budget; settings after -- go to train
 
+The reference book is ../shared/corpus/pg1342.txt, or where that folder is absent the copy of Pride and
+Prejudice bundled with HelloGPT (the same bytes, written to benchmarks/out/bundled/). --all-books needs the
+other seven shared books (or --corpus DIR).
+
 Each book is trained in a fresh home (a temporary folder), so the whole process is timed as a
 user meets it: start-up, tokenizer training, tokenizing, training, the final evaluation and the
 checkpoint. Reported per book: validation bits per byte (the run's final evaluation, read from
@@ -26,13 +30,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hellogpt.core.settings import Config
+from bench_models import SHARED_CORPUS, reference_book, shared_books
+
 from hellogpt.core.paths import Home
+from hellogpt.core.settings import Config
 from hellogpt.training.metrics import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
-REFERENCE_BOOK = "pg1342.txt"
 OUT = Path(__file__).resolve().parent / "out"
 # Issue 6's reference points on the reference task (2-core CPU, 120 s budget).
 NANOGPT_CHAR_BPB = 2.257
@@ -72,14 +76,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time", type=float, default=120.0, help="training budget per book in seconds (default: 120)")
     parser.add_argument("--all-books", action="store_true", help="also train on each other shared book alone")
-    parser.add_argument("--corpus", type=Path, default=CORPUS, help=f"the books (default: {CORPUS})")
+    parser.add_argument("--corpus", type=Path, default=None, help=f"the books (default: {SHARED_CORPUS}; without "
+                        "it, the reference task reads the bundled Pride and Prejudice)")
     parser.add_argument("--out", type=Path, default=OUT / "quality.json")
     parser.add_argument("train_args", nargs="*", help="extra `hellogpt train` settings, after --")
     args = parser.parse_args()
 
-    books = [args.corpus / REFERENCE_BOOK]
+    reference = reference_book(args.corpus)
+    books = [reference]
     if args.all_books:
-        books += sorted(p for p in args.corpus.glob("*.txt") if p.name != REFERENCE_BOOK)
+        books += [p for p in shared_books(args.corpus, "--all-books") if p.name != reference.name]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     rows = []

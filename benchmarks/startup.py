@@ -1,7 +1,7 @@
 """Start-up time: from `python main.py` to the first prompt, with a model of the seed's size.
 
 A home is made once in a temporary folder: the tokenizer (vocabulary 8000, trained on Pride and
-Prejudice) and a checkpoint of the seed's model size (bench_models.py; fresh weights: loading does not care how
+Prejudice: ../shared/corpus/pg1342.txt, else the copy bundled with HelloGPT) and a checkpoint of the seed's model size (bench_models.py; fresh weights: loading does not care how
 well a model writes). Then `python main.py --home HOME` is started --runs times; the clock runs
 from starting the process until the prompt "> " appears on its output. Budget: 2.5 s. The CPU
 seconds each run used (start to exit, all threads) are shown too: they depend less on what else
@@ -25,25 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_models import SEED_MODEL
+from bench_models import SEED_MODEL, reference_book
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
 OUT = ROOT / "benchmarks" / "out" / "startup.json"
 BUDGET = 2.5
 
 
 def make_home(root: Path) -> None:
-    from hellogpt.model.checkpoint import gpt_config
-    from hellogpt.model.checkpoint import save_checkpoint
-    from hellogpt.core.settings import Config
-    from hellogpt.model.gpt import GPT
     from hellogpt.core.paths import Home
+    from hellogpt.core.settings import Config
     from hellogpt.data.tokenizer import load_tokenizer, train_bpe
+    from hellogpt.model.checkpoint import gpt_config, save_checkpoint
+    from hellogpt.model.gpt import GPT
 
     home = Home(root)
     home.tokenizer_path.parent.mkdir(parents=True)
-    text = (CORPUS / "pg1342.txt").read_text(encoding="utf-8")
+    text = reference_book().read_text(encoding="utf-8")
     config = Config(**SEED_MODEL)
     train_bpe([text], config.vocab_size, show_progress=False).save(str(home.tokenizer_path))
     tokenizer = load_tokenizer(home.tokenizer_path)

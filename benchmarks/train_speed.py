@@ -5,17 +5,22 @@
 
 MFU is the model's training FLOPs per second (GPT.flops_per_token x tokens/s) over the machine's
 measured matmul peak (the best of several 2048 x 2048 matmuls on all threads) in the precision the
-step multiplies in: HelloGPT's step runs under device.autocast, bfloat16 on a CPU with native
+step multiplies in: HelloGPT's step runs under core.device.autocast, bfloat16 on a CPU with native
 bfloat16 (whose bfloat16 peak is then the yardstick), the textbook step in float32. The two
-models are those of issue 4, dropout 0:
+models are those of issue 4, dropout 0, built as training builds them (settings.Config's architecture
+defaults, model.checkpoint.gpt_config: today's GELU, biases and tied head):
 
     (a) 4 layers, 4 heads, d_model 256, d_ffn 1024, context 128, vocabulary 8000, batch 32
     (b) 4 layers, 4 heads, d_model 128, d_ffn 512, context 64, vocabulary 65, batch 12
 
 and nanoGPT's own implementation of them trains at about 1290 ms and 55 ms per step on this 2-core
 machine class (issue 4's reference, taken on a quiet machine). Batches are random windows of a random
-token array, cut as in training (dataloader.EpochSampler). Prints a table and writes benchmarks/out/train_speed.json.
-The load average is recorded with the numbers: on a busy machine wall times are inflated.
+token array, cut as in training (data.tokens.EpochSampler). HelloGPT's step is training.step.optimizer_step
+with AdamW (nanoGPT's optimizer, so that the update is the same and the times compare the code) and
+clipping at 1.0 as nanoGPT; the process is set up as training sets it up (core.device.setup_device: the
+threads, and glibc's allocator told to keep freed memory, which the textbook rows get too). Prints a table
+and writes benchmarks/out/train_speed.json. The load average is recorded with the numbers: on a busy
+machine wall times are inflated.
 """
 
 from __future__ import annotations
@@ -35,17 +40,20 @@ import torch.nn.functional as F
 
 from bench_models import SEED_MODEL
 
+from hellogpt.core.device import keep_freed_memory, native_bfloat16, setup_device
 from hellogpt.core.settings import Config
 from hellogpt.data.tokens import EpochSampler, windows
-from hellogpt.core.device import native_bfloat16
-from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.checkpoint import gpt_config
+from hellogpt.model.gpt import GPT
 from hellogpt.training.optim import make_optimizer
-from hellogpt.training.trainer import optimizer_step
+from hellogpt.training.step import optimizer_step
 
+# name: (settings, vocabulary, batch, nanoGPT's ms per step). Model (b)'s 65 characters are below the smallest
+# vocabulary a Config accepts (a byte-level tokenizer's 257), so it goes to gpt_config directly.
 MODELS = {
-    "a": (GPTConfig(**{**SEED_MODEL, "dropout": 0.0}), 32, 1290.0),
-    "b": (GPTConfig(vocab_size=65, max_seq_len=64, d_model=128, n_layers=4, n_heads=4, d_ffn=512, dropout=0.0),
-          12, 55.0),
+    "a": (Config(**{**SEED_MODEL, "dropout": 0.0, "optimizer": "adamw"}), SEED_MODEL["vocab_size"], 32, 1290.0),
+    "b": (Config(max_seq_len=64, d_model=128, n_layers=4, n_heads=4, d_ffn=512, dropout=0.0, optimizer="adamw"),
+          65, 12, 55.0),
 }
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -76,7 +84,8 @@ def textbook_step(model, optimizer, next_batch):
 
 
 def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
-    cfg, batch_size, reference_ms = MODELS[key]
+    config, vocab_size, batch_size, reference_ms = MODELS[key]
+    cfg = gpt_config(config, vocab_size)
     torch.manual_seed(0)
     model = GPT(cfg)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 1_000_000, dtype=np.uint16)
@@ -87,7 +96,7 @@ def measure(key: str, variant: str, steps: int, compile_model: bool) -> dict:
 
     if variant == "hellogpt":
         # AdamW, as nanoGPT's reference: the same update, so the step times compare the code alone.
-        optimizer = make_optimizer(model, Config(optimizer="adamw"))
+        optimizer = make_optimizer(model, config)
         runner = torch.compile(model) if compile_model else model
 
         def step():
@@ -126,10 +135,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "train_speed.json")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    setup_device(torch.device("cpu"))  # as training: one thread per core, glibc keeping freed memory
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     peak = matmul_peak()
-    bf16 = native_bfloat16("cpu")  # then HelloGPT's step multiplies in bfloat16 (device.autocast)
+    bf16 = native_bfloat16("cpu")  # then HelloGPT's step multiplies in bfloat16 (core.device.autocast)
     hellogpt_peak = matmul_peak(torch.bfloat16) if bf16 else peak
     variants = (["textbook", "textbook+fused_adamw"] if args.ablation else []) + ["hellogpt"]
     rows = []
@@ -146,7 +157,8 @@ def main() -> None:
 
     print(f"matmul peak (2048 x 2048) on {torch.get_num_threads()} threads: float32 {peak / 1e9:.1f} GFLOP/s"
           + (f", bfloat16 {hellogpt_peak / 1e9:.1f} GFLOP/s (HelloGPT's step multiplies in bfloat16 here)"
-             if bf16 else "") + f"; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+             if bf16 else "") + f"; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
+          f"GELU {MODELS['a'][0].gelu}; glibc keeping freed memory: {'yes' if keep_freed_memory() else 'no'}")
     header = f"{'model':5} {'variant':28} {'precision':9} {'ms/step':>9} {'best':>8} {'cpu ms':>8} {'tokens/s':>9} {'MFU':>6} " \
              f"{'vs nanoGPT':>10}"
     print(header)
@@ -159,7 +171,8 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "matmul_peak_flops": peak,
+        "threads": torch.get_num_threads(), "keep_freed_memory": keep_freed_memory(), "gelu": MODELS["a"][0].gelu,
+        "matmul_peak_flops": peak,
         "bfloat16_matmul_peak_flops": hellogpt_peak if bf16 else None,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows,
     }, indent=2))
