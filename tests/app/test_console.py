@@ -14,6 +14,8 @@ import pexpect
 import pytest
 
 from hellogpt.core.paths import Home
+from hellogpt.data.books import bundled_text
+from helpers import bundled, closed_port_url, gutenberg_books, serve, write_mirror
 
 pytestmark = pytest.mark.integration
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
@@ -38,14 +40,17 @@ def home(tiny_home, tmp_path) -> Home:
 
 
 def test_prompt_loop_through_piped_input(home):
-    answers = "Elizabeth\n/temp 0\n/max 12\n/seed 3\nElizabeth\n/top-k 5\n/top-p 0.5\n/info\n\n/nonsense\nX\n"
+    answers = ("Elizabeth\n/temp 0\n/max 12\n/seed 3\nElizabeth\n/top-k 5\n/top-p 0.5\n/penalty 1.3\n/info\n\n"
+               "/nonsense\n/help\nX\n")
     r = app(home, "--model-name", "tiny", answers=answers)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "Model 'tiny', serial 1" in out
     assert "temperature: 0.0" in out and "max new tokens: 12" in out and "seed: 3" in out
-    assert "top-k: 5" in out and "top-p: 0.5" in out
-    assert "settings: temperature 0.0, top-k 5, top-p 0.5, max 12 tokens" in out  # /info shows them
+    assert "top-k: 5" in out and "top-p: 0.5" in out and "repetition penalty: 1.3" in out
+    assert ("settings: temperature 0.0, top-k 5, top-p 0.5, max 12 tokens, repetition penalty 1.3, seed 3"
+            in out)  # /info shows them
+    assert re.search(r"^  /penalty \[R\] +repetition penalty", out, re.MULTILINE)  # /help lists it
     assert "validation bits per byte 7.500" in out
     assert "seed 3)" in out  # the second continuation's stats
     assert out.count("\nElizabeth") >= 2  # each continuation follows its prompt
@@ -59,12 +64,17 @@ def test_end_of_input_at_the_prompt_exits_cleanly(home):
 
 
 def test_bad_settings_and_switching_models_do_not_end_the_session(home):
-    answers = "/temp -2\n/top-p 0\n/max lots\n/model nope\n/model 7\n/model\n/model tiny 1\n/quit\n"
+    answers = ("/temp -2\n/top-p 0\n/penalty 0\n/penalty lots\n/penalty\n/max lots\n/model nope\n/model 7\n/model\n"
+               "/model tiny 1\n/model ../tiny\n/quit\n")
     r = app(home, "--model-name", "tiny", answers=answers)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "error: Temperature must be 0 (greedy) or more" in out
     assert "error: Top-p must be above 0" in out
+    assert "error: Repetition penalty must be above 0" in out
+    assert "error: repetition penalty takes a number; got 'lots'" in out
+    assert "repetition penalty: 1.0" in out  # /penalty alone shows the value, unchanged by the bad ones
+    assert "error: '../tiny' cannot be a model name" in out
     assert "error: max new tokens takes a whole number; got 'lots'" in out
     assert "error: Model 'nope' has no checkpoint" in out
     assert "error: Model 'tiny' has no serial 7" in out
@@ -73,10 +83,10 @@ def test_bad_settings_and_switching_models_do_not_end_the_session(home):
     assert out.rstrip().endswith("Bye.")
 
 
-def test_end_of_input_at_a_question_names_the_flag(tmp_path, corpus_dir):
+def test_end_of_input_at_a_question_names_the_flag(tmp_path, book):
     home = Home(tmp_path)
     home.data_dir.mkdir()
-    shutil.copy(corpus_dir / "pg11.txt", home.data_dir)
+    shutil.copy(book, home.data_dir)
     r = app(home, answers="", timeout=60)  # books but no tokenizer: the app asks to train one
     assert r.returncode == 1
     assert "Train the tokenizer now?" in r.stdout
@@ -86,11 +96,21 @@ def test_end_of_input_at_a_question_names_the_flag(tmp_path, corpus_dir):
 
 def test_declining_says_how_to_go_on(tmp_path):
     home = Home(tmp_path)
-    r = app(home, answers="maybe\nn\n", timeout=60)  # no books: the app offers to download them
+    r = app(home, answers="maybe\n4\n3\n", timeout=60)  # no books: the bundled ones, a download, or your own
     assert r.returncode == 1
-    assert "Please answer y (yes) or n (no)." in r.stdout
-    assert "Put some .txt books into" in r.stdout and "hellogpt data download" in r.stdout
-    assert not list(home.root.rglob("*.txt"))  # nothing was downloaded
+    assert r.stdout.count("Please answer with a number from 1 to 3.") == 2
+    assert f"Put some .txt books into {home.data_dir}" in r.stdout
+    assert not list(home.root.rglob("*.txt"))  # nothing was written or downloaded
+
+
+def test_declining_the_tokenizer_says_how_to_go_on(tmp_path, book):
+    home = Home(tmp_path)
+    home.data_dir.mkdir()
+    shutil.copy(book, home.data_dir)
+    r = app(home, answers="n\n", timeout=60)
+    assert r.returncode == 1
+    assert "Train it with `hellogpt tokenizer train`, then run me again." in r.stdout
+    assert not home.artifacts.exists()
 
 
 def test_a_trained_model_with_a_lost_tokenizer_is_one_clear_error(home):
@@ -161,34 +181,19 @@ TINY = ["--vocab-size", "300", "--max-seq-len", "32", "--d-model", "32", "--n-la
 
 
 @pytest.fixture
-def mirror(tmp_path_factory, corpus_dir):
-    """A local Gutenberg mirror (cache/epub/<id>/pg<id>.txt) serving the first 25 KB of each shared book."""
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    root = tmp_path_factory.mktemp("mirror")
-    for book in corpus_dir.glob("pg*.txt"):
-        folder = root / "cache" / "epub" / book.stem.removeprefix("pg")
-        folder.mkdir(parents=True)
-        (folder / book.name).write_bytes(book.read_bytes()[:25_000].decode("utf-8", "ignore").encode())
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+def mirror(tmp_path_factory):
+    """A local Gutenberg mirror (cache/epub/<id>/pg<id>.txt) serving the first 25 KB of each of the eight
+    books of the default download (the bundled two and made-up ones)."""
+    books = {book_id: data[:25_000].decode("utf-8", "ignore").encode() for book_id, data in gutenberg_books().items()}
+    with serve(write_mirror(tmp_path_factory.mktemp("mirror"), books)) as url:
+        yield url
 
 
-@pytest.mark.smoke
 def test_new_user_through_piped_answers(tmp_path, mirror):
-    """No books, no tokenizer, no model: yes to the download, the tokenizer and the training, then "Elizabeth"."""
+    """No books, no tokenizer, no model: the download (option 2), yes to the tokenizer and the training, then
+    "Elizabeth"."""
     home = Home(tmp_path / "home")
-    answers = "y\ny\ny\nElizabeth\n/temp 0\n/max 20\nElizabeth\nX\n"
+    answers = "2\ny\ny\nElizabeth\n/temp 0\n/max 20\nElizabeth\nX\n"
     r = subprocess.run([sys.executable, str(MAIN), "--home", str(home.root), *TINY], input=answers,
                        capture_output=True, text=True, timeout=300, env={**ENV, "HELLOGPT_GUTENBERG_MIRROR": mirror})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -208,12 +213,12 @@ def test_new_user_through_piped_answers(tmp_path, mirror):
 
 
 @pytest.mark.smoke
-def test_new_user_on_a_terminal(tmp_path, corpus_dir):
+def test_new_user_on_a_terminal(tmp_path):
     """Books copied into data/; the questions answered by typing; then a prompt, a setting, Ctrl-D."""
     home = Home(tmp_path / "home")
     home.data_dir.mkdir(parents=True)
-    for name, size in (("pg1342.txt", 60_000), ("pg11.txt", 40_000)):
-        (home.data_dir / name).write_bytes((corpus_dir / name).read_bytes()[:size])
+    for book_id, size in ((1342, 60_000), (55, 40_000)):
+        (home.data_dir / f"pg{book_id}.txt").write_text(bundled(book_id)[:size], encoding="utf-8")
     child = spawn(home, *TINY)
     child.expect_exact("Books: 2 in")
     child.expect_exact("Train the tokenizer now? [Y/n] ")
@@ -252,3 +257,72 @@ def test_default_training_is_sized_for_this_machine(tmp_path, book, tokenizer_fi
     from hellogpt.model.checkpoint import load_checkpoint
 
     assert load_checkpoint(home.model_dir("hellogpt") / "serial_1.pt")["config"]["size"] == size
+
+
+# --- the bundled books, and a download that fails ------------------------------------------------------------
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.smoke
+def test_yes_takes_the_bundled_books_without_a_network(tmp_path):
+    """An empty home and --yes: the two bundled books (never a download: the mirror is a port nobody answers
+    on), the tokenizer, five seconds of the smallest model, then "Elizabeth" at the prompt."""
+    home = Home(tmp_path / "home")
+    r = subprocess.run([sys.executable, "-m", "hellogpt", "--home", str(home.root), "--yes", "--time", "5",
+                        "--size", "1"], input="Elizabeth\nX\n", capture_output=True, text=True, timeout=300,
+                       env={**ENV, "HELLOGPT_GUTENBERG_MIRROR": closed_port_url()})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "Which books? [1] 1 (--yes)" in out and f"Books: 2 in {home.data_dir}." in out
+    assert sorted(p.name for p in home.data_dir.iterdir()) == ["pg1342.txt", "pg55.txt"]
+    for book_id in (1342, 55):
+        assert (home.data_dir / f"pg{book_id}.txt").read_bytes() == bundled_text(book_id)
+    for attempt in ("Books from", "Could not download", "download failed", "Downloaded"):
+        assert attempt not in out + r.stderr  # it never tried the network
+    assert "Train the tokenizer now? [Y/n] yes (--yes)" in out and home.tokenizer_path.is_file()
+    assert "parameters (size 1)" in out and "Train 'hellogpt' now? (Ctrl-C stops and saves) [Y/n] yes (--yes)" in out
+    assert (home.model_dir("hellogpt") / "serial_1.pt").is_file() and "bits per byte" in out
+    assert "Model 'hellogpt', serial 1" in out
+    continuation = re.search(r"^> Elizabeth\nElizabeth([\s\S]*?)\n\((\d+) tokens, \d+ tokens/s, seed \d+\)\n> X$", out,
+                             re.MULTILINE)
+    assert continuation and int(continuation.group(2)) >= 1  # the model wrote after the prompt
+    assert out.rstrip().endswith("Bye.") and "Traceback" not in r.stderr
+
+
+def test_a_failed_download_says_why_and_offers_the_books_again(tmp_path):
+    """The download (option 2) from a mirror nobody answers at: the reason, the options again, and the bundled
+    books (option 1) after all; the application goes on to the tokenizer (declined here: that ends it)."""
+    home = Home(tmp_path / "home")
+    offline = closed_port_url()
+    r = subprocess.run([sys.executable, str(MAIN), "--home", str(home.root), "--mirror", offline],
+                       input="2\n1\nn\n", capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout
+    assert f"The download failed: Could not download {offline}/cache/epub/1342/pg1342.txt" in out
+    assert "hellogpt data bundled" in out  # the message says what else there is
+    assert "  2. try the download again" in out
+    assert out.index("The download failed") < out.index("try the download again") < out.index("Books: 2 in")
+    assert out.count("Which books?") == 2
+    assert sorted(p.name for p in home.data_dir.iterdir()) == ["pg1342.txt", "pg55.txt"]  # no partial download
+    assert (home.data_dir / "pg55.txt").read_bytes() == bundled_text(55)
+    assert "Train the tokenizer now?" in out and "Train it with `hellogpt tokenizer train`" in out
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b"])
+def test_a_model_name_that_is_not_one_folder_is_refused(tmp_path, name):
+    """The application with a model name that would be a path: one paragraph that says what a name may hold,
+    exit code 2, and nothing written anywhere (tests/cli/test_model_names.py: every command)."""
+    home = Home(tmp_path / "home")
+    outside = Path(name) if name.startswith("/") else None
+    existed = outside is not None and outside.exists()
+    r = subprocess.run([sys.executable, str(MAIN), "--home", str(home.root), "--yes", "--model-name", name],
+                       input="", capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith(f"error: {name!r} cannot be a model name") and r.stderr.count("\n") == 1
+    assert "Use letters, digits" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # not even the home
+    assert existed or not outside or not outside.exists()

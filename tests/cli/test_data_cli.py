@@ -1,10 +1,12 @@
-"""`hellogpt tokenizer train` and `hellogpt data info` as a user runs them, bad input included."""
+"""`hellogpt data bundled`, `hellogpt tokenizer train` and `hellogpt data info` as a user runs them, bad input included."""
 
 from __future__ import annotations
 
 import pytest
 
 from hellogpt.cli import main
+from hellogpt.data.books import bundled_text
+from helpers import closed_port_url
 
 pytestmark = pytest.mark.integration
 
@@ -49,20 +51,43 @@ def test_bad_input_is_one_clear_error(tmp_path, run_hellogpt, kind):
     (["data", "download", "0"], "Book id 0 is not a Project Gutenberg id"),
     (["data", "download", "--timeout", "0"], "--timeout 0.0 must be a positive number"),
 ])
-def test_bad_settings(tmp_path, corpus_dir, capsys, args, expected):
-    assert main(["--home", str(tmp_path), "--data", str(corpus_dir / "pg11.txt"), *args]) == 2
+def test_bad_settings(tmp_path, book, capsys, args, expected):
+    assert main(["--home", str(tmp_path), "--data", str(book), *args]) == 2
     assert expected in capsys.readouterr().err
 
 
-def test_train_then_info(tmp_path, run_hellogpt, corpus_dir):
+def test_bundled_books_offline(tmp_path, run_hellogpt):
+    """`hellogpt data bundled` writes the two books that come with HelloGPT, as Gutenberg's files, without
+    a network; a second run leaves the books there as they are."""
     data = tmp_path / "data"
-    data.mkdir()
-    for name in ("pg11.txt", "pg55.txt"):
-        (data / name).write_bytes((corpus_dir / name).read_bytes())
+    result = run_hellogpt("--home", tmp_path, "data", "bundled", env={"HELLOGPT_GUTENBERG_MIRROR": closed_port_url()})
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["pg1342.txt", "pg55.txt"]
+    for book_id in (1342, 55):
+        assert (data / f"pg{book_id}.txt").read_bytes() == bundled_text(book_id)
+    assert f"{data / 'pg1342.txt'} (Pride and Prejudice)" in result.stdout
+    assert f"{data / 'pg55.txt'} (The Wonderful Wizard of Oz)" in result.stdout
+    assert "hellogpt tokenizer train" in result.stdout  # what to do next
+
+    (data / "pg55.txt").write_text("Oz, as I edited it")
+    written = {p.name: p.stat().st_mtime_ns for p in data.iterdir()}
+    again = run_hellogpt("--home", tmp_path, "data", "bundled")
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == written  # nothing rewritten, nothing added
+    assert (data / "pg55.txt").read_text() == "Oz, as I edited it"
+
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["--home", str(tmp_path), "data", "bundled", "--data", str(elsewhere)]) == 0  # --data says where
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["pg1342.txt", "pg55.txt"]
+
+
+def test_train_then_info(tmp_path, run_hellogpt):
+    assert main(["--home", str(tmp_path), "data", "bundled"]) == 0
 
     before = run_hellogpt("--home", tmp_path, "data", "info")
     assert before.returncode == 0, before.stderr
-    assert "pg11.txt" in before.stdout and "144,600" in before.stdout  # Alice's characters, once cleaned
+    assert "pg55.txt" in before.stdout and "207,821" in before.stdout  # Oz's characters, once cleaned
+    assert "pg1342.txt" in before.stdout and "728,744" in before.stdout  # Pride and Prejudice's
     assert "No tokenizer yet" in before.stdout
 
     trained = run_hellogpt("--home", tmp_path, "tokenizer", "train", "--vocab-size", "600")

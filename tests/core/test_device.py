@@ -10,6 +10,7 @@ from hellogpt.core.device import malloc_variable
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not GLIBC, reason="the setting is glibc's (mallopt)")
 def test_cpu_setup_keeps_freed_memory():
     """Training on a CPU sets up the device with glibc told to keep freed memory, and mallopt takes both

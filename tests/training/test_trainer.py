@@ -121,7 +121,13 @@ def test_checkpoint_contents(make_home, book):
     assert ckpt["tokenizer_fingerprint"] == load_tokenizer(home.tokenizer_path).fingerprint
     assert {"torch", "cuda", "batches"} <= set(ckpt["rng"])
     assert [r["step"] for r in ckpt["metrics"] if r["split"] == "train"] == list(range(1, 13))
-    assert ckpt["metrics"] == [json.loads(line) for line in (model_dir / METRICS_FILE).read_text().splitlines()]
+    # metrics.jsonl is the checkpoint's history, then the record of that checkpoint's save; every record names
+    # the run (resumed runs of a model share its id), and each save says which serial holds which step.
+    records = [json.loads(line) for line in (model_dir / METRICS_FILE).read_text().splitlines()]
+    assert ckpt["metrics"] == records[:-1]
+    assert records[-1] == {"split": "checkpoint", "step": 12, "serial": 3, "run": ckpt["run_id"]}
+    assert [(r["step"], r["serial"]) for r in records if r["split"] == "checkpoint"] == [(5, 1), (10, 2), (12, 3)]
+    assert {r["run"] for r in records} == {ckpt["run_id"]}
     assert (model_dir / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.val_loss == ckpt["metrics"][-1]["loss"] and ckpt["metrics"][-1]["split"] == "val"
 

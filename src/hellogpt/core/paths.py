@@ -29,7 +29,7 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 def check_model_name(name: str) -> str:
     """A model name becomes one folder under artifacts/checkpoints/: letters, digits, '.', '_' and '-',
     at most 100 characters, not starting with a dot or a dash. Returns it unchanged."""
-    if not isinstance(name, str) or not MODEL_NAME.match(name):
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
         raise UserError(f"{name!r} cannot be a model name: it becomes one folder under artifacts/checkpoints/. "
                         "Use letters, digits, '.', '_' and '-' (at most 100 characters, not starting with '.' or "
                         "'-'), such as my-model or austen_2.")
