@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
@@ -172,7 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a read-only or full home, a folder without permission: the system's own words
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error: cannot write or read{where}: {e.strerror or e}. Check that the folder exists, is writable "
-              "and has free space (or choose another with --home), then run again.", file=sys.stderr)
+        print(f"error: cannot write or read{_where(e)}: {e.strerror or e}. Check that the folder exists, is "
+              "writable and has free space (or choose another with --home), then run again.", file=sys.stderr)
         return 2
+
+
+def _where(error: OSError) -> str:
+    """The file an error names, or the folder of a temporary one (fileio.temporary_name)."""
+    if not error.filename:
+        return ""
+    path = Path(os.fsdecode(error.filename))
+    return f" {path.parent if path.name.startswith('.') and path.name.endswith('.tmp') else path}"

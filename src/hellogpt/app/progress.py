@@ -87,9 +87,11 @@ class LogLines(Reporter):
 
     def retry_save(self, message: str) -> bool:
         """On a terminal, ask whether to try the failed save again (after freeing space, say)."""
+        if not sys.stdin.isatty():
+            return False
         self.close()
         self.console.print(message, highlight=False, markup=False)
-        return sys.stdin.isatty() and ask("Try saving again?", assume_yes=False)
+        return ask("Try saving again?", assume_yes=False)
 
 
 class LiveBar(LogLines):

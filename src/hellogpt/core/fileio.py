@@ -25,14 +25,15 @@ def temporary_name(beside: Path) -> Path:
     return beside.with_name(f".{beside.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
 
-def remove_stale_temporaries(beside: Path) -> None:
-    """Remove the temporaries of `beside` (files or folders named by temporary_name) whose process has ended:
-    what a process killed mid-write (kill -9, a power cut) left behind."""
+def remove_stale_temporaries(beside: Path, any_name: bool = False) -> None:
+    """Remove the temporaries of `beside` (files or folders named by temporary_name; with any_name, those of
+    every name in its folder) whose process has ended: what a process killed mid-write (kill -9, a power cut)
+    left behind."""
     beside = Path(beside)
     if not beside.parent.is_dir():
         return
-    for path in beside.parent.glob(f".{glob.escape(beside.name)}.*.tmp"):
-        pid = path.name[len(beside.name) + 2:].split("-")[0].split(".")[0]
+    for path in beside.parent.glob(".*.*.tmp" if any_name else f".{glob.escape(beside.name)}.*.tmp"):
+        pid = path.name[:-len(".tmp")].rsplit(".", 1)[-1].split("-")[0]
         if pid.isdigit() and not _running(int(pid)):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

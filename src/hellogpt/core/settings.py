@@ -203,7 +203,9 @@ def given_settings(config_file: str | Path | None = None, overrides: dict | None
                 values.update(tomllib.load(fh))
         except FileNotFoundError:
             raise UserError(f"Config file {path} does not exist. Check the path given to --config.")
-        except tomllib.TOMLDecodeError as e:
+        except IsADirectoryError:
+            raise UserError(f"Config file {path} is a folder. Give --config a TOML file of settings.")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"Config file {path} is not valid TOML ({e}). Fix the file or leave out --config.")
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     by_name = {f.name: f for f in fields(Config)}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hellogpt.core.errors import UserError
-from hellogpt.core.fileio import publish_folder, temporary_folder
+from hellogpt.core.fileio import publish_folder, remove_stale_temporaries, temporary_folder
 from hellogpt.core.paths import Home
 from hellogpt.data.books import check_val_fraction, find_books, read_book, split_text
 from hellogpt.data.tokenizer import Tokenizer
@@ -90,6 +90,7 @@ def prepare_tokens(home: Home, data_path: Path, tokenizer: Tokenizer, val_fracti
     key = hashlib.sha256(f"{CACHE_FORMAT}:{tokenizer.fingerprint}:{fingerprint}:{val_fraction!r}".encode())
     cache = home.tokens_dir / key.hexdigest()[:16]
     if not (cache / "meta.json").is_file():
+        remove_stale_temporaries(cache, any_name=True)  # caches of other books whose build was killed
         _build_cache(cache, books, texts, tokenizer, val_fraction, fingerprint, on_progress or (lambda done, total: None))
     return _load_cache(cache)
 

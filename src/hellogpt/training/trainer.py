@@ -150,8 +150,8 @@ class StopRequest:
         if self.requested:
             return
         self.signal, self.first = signum, time.monotonic()
-        self.note(f"{STOP_SIGNALS[signum]}: stopping after this step and saving a checkpoint (Ctrl-C again aborts "
-                  "at once).")
+        self.note(f"{STOP_SIGNALS[signum]}: stopping after this step and saving a checkpoint (a second Ctrl-C "
+                  "aborts at once).")
 
     def __exit__(self, *exc):
         for signum, previous in self.previous.items():
