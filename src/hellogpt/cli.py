@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except RuntimeError as e:
+        if not _peer_failed(e):
+            raise
+        print(f"error: process {os.environ.get('RANK')} stopped: another process of this torchrun job ended first "
+              "(its message says why).", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
@@ -176,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write or read{_where(e)}: {e.strerror or e}. Check that the folder exists, is "
               "writable and has free space (or choose another with --home), then run again.", file=sys.stderr)
         return 2
+
+
+def _peer_failed(error: RuntimeError) -> bool:
+    """Under torchrun, a process whose peer has stopped sees its collectives fail (gloo: connection reset)."""
+    lost = type(error).__name__ in ("DistBackendError", "DistNetworkError") or \
+        any(words in str(error) for words in ("Connection reset by peer", "Connection closed by peer"))
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and lost
 
 
 def _where(error: OSError) -> str:

@@ -196,7 +196,7 @@ def export(args, home: Home) -> int:
     export_hf(model, tokenizer, out_dir)
     print(f"Exported model '{name}' serial {where.serial} to {out_dir} in GPT-2 format "
           "(config.json, model.safetensors, tokenizer.json).")
-    print("Load it with transformers (pip install 'hellogpt[hf]'): "
+    print("Load it with transformers (pip install transformers): "
           f"AutoModelForCausalLM.from_pretrained({str(out_dir)!r}) and AutoTokenizer.from_pretrained({str(out_dir)!r}).")
     return 0
 

@@ -260,11 +260,11 @@ def _tokenizer(home: Home, config: Config, books: Path, get_tokenizer, ctx: dist
     """The model's tokenizer. When there is none, the first process on each machine gets one from
     get_tokenizer while the others wait for it."""
     path = tokenizer_path_for(home, config.model_name)
+    if not path.is_file() and get_tokenizer is None:  # every process sees it, so all stop alike
+        raise UserError(f"There is no tokenizer at {path}. Train one first with `hellogpt tokenizer train` "
+                        "(add --data PATH for other books), or run `hellogpt train` again with --yes to "
+                        "train it now.")
     if not path.is_file() and ctx.is_local_main:
-        if get_tokenizer is None:
-            raise UserError(f"There is no tokenizer at {path}. Train one first with `hellogpt tokenizer train` "
-                            "(add --data PATH for other books), or run `hellogpt train` again with --yes to "
-                            "train it now.")
         get_tokenizer(config, books)
     distributed.barrier(ctx)  # the other ranks on this machine wait for it
     return load_tokenizer(path)
