@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from hellogpt.app.commands import show_inspection
-from hellogpt.app.reports import print_attention_summary, print_logit_lens, print_next_token, print_tokens
+from hellogpt.app.inspect_views import print_attention_summary, print_logit_lens, print_next_token, print_tokens
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
 from hellogpt.inspection import report as inspection_report

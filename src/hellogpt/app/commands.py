@@ -8,10 +8,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
-from hellogpt.app import reports
+from hellogpt.app import inspect_views, reports
 from hellogpt.app.progress import DownloadBars, TokenizingBar, print_summary, training_display
 from hellogpt.app.setup import ensure_books, ensure_tokenizer, train_tokenizer_shown
 from hellogpt.core import distributed
@@ -23,12 +25,12 @@ from hellogpt.core.text import valid_text
 from hellogpt.data.books import BUNDLED_BOOKS, add_bundled_books, check_val_fraction, data_path, find_books
 from hellogpt.data.gutenberg import DEFAULT_BOOKS, download_books
 from hellogpt.data.tokenizer import load_tokenizer
-from hellogpt.data.tokens import num_windows, prepare_tokens, text_stats
+from hellogpt.data.tokens import BookStats, num_windows, prepare_tokens, text_stats, total_stats
 from hellogpt.generation.generator import Settings, load_generator
 from hellogpt.inspection.report import check_out_dir, look, save_report
 from hellogpt.model.checkpoint import load_for_inference
 from hellogpt.model.hf import export_hf, import_hf
-from hellogpt.training.evaluate import evaluate
+from hellogpt.training.evaluate import EvalResult, evaluate
 from hellogpt.training.metrics import METRICS_FILE, PLOT_FILE, plot_loss_curve, read_metrics
 from hellogpt.training.trainer import train
 
@@ -60,12 +62,12 @@ def data_info(args, home: Home) -> int:
     check_val_fraction(val_fraction)
     path = data_path(home, args.data)
     if not home.tokenizer_path.is_file():
-        reports.print_books(console, path, [text_stats(p, val_fraction) for p in find_books(path)], val_fraction,
+        print_books(console, path, [text_stats(p, val_fraction) for p in find_books(path)], val_fraction,
                             tokens=False)
         console.print(f"No tokenizer yet ({home.tokenizer_path}): run `hellogpt tokenizer train` to see token counts.")
         return 0
     data = prepare_tokens(home, path, load_tokenizer(home.tokenizer_path), val_fraction, TokenizingBar(console))
-    reports.print_books(console, path, data.books, val_fraction, tokens=True)
+    print_books(console, path, data.books, val_fraction, tokens=True)
     console.print(f"Tokens per split (with one <|endoftext|> after each document): train {len(data.train):,}, "
                   f"val {len(data.val):,}. Cached in {data.path}.")
     return 0
@@ -122,7 +124,7 @@ def evaluate_model(args, home: Home) -> int:
         print(json.dumps({"model_name": name, "serial": where.serial, "checkpoint": str(where.path),
                           "data": str(books), "split": split, **result.to_dict()}, indent=2))
     else:
-        reports.print_eval(console, f"{name} serial {where.serial} on the {split} text of {books}", result)
+        print_eval(console, f"{name} serial {where.serial} on the {split} text of {books}", result)
     return 0
 
 
@@ -133,6 +135,34 @@ def plot(args, home: Home) -> int:
     out = plot_loss_curve(read_metrics(model_dir / METRICS_FILE), model_dir / PLOT_FILE, f"HelloGPT '{name}'")
     print(f"Wrote {out}")
     return 0
+
+
+def print_books(console: Console, path: Path, books: list[BookStats], val_fraction: float, tokens: bool) -> None:
+    """The books' sizes per split; with tokens, their token counts too."""
+    table = Table(title=f"Books in {path} (last {val_fraction:.0%} of each held out for validation)",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("book")
+    for column in ("characters", "bytes") + (("train tokens", "val tokens", "chars/token") if tokens else ()):
+        table.add_column(column, justify="right")
+    for row in books + [total_stats(books)]:
+        cells = [row.name, f"{row.chars:,}", f"{row.bytes:,}"]
+        if tokens:
+            count = row.train_tokens + row.val_tokens
+            cells += [f"{row.train_tokens:,}", f"{row.val_tokens:,}", f"{row.chars / max(count, 1):.2f}"]
+        table.add_row(*cells, end_section=row is books[-1])
+    console.print(table)
+
+
+def print_eval(console: Console, title: str, result: EvalResult) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("loss (nats per token)", f"{result.loss:.4f}")
+    table.add_row("perplexity", f"{result.perplexity:.2f}")
+    table.add_row("bits per byte", f"{result.bits_per_byte:.4f}")
+    table.add_row("target tokens", f"{result.tokens:,}")
+    table.add_row("bytes", f"{result.bytes:,}")
+    console.print(table)
 
 
 def settings_from_args(args) -> Settings:
@@ -231,10 +261,10 @@ def show_inspection(home: Home, model_name: str, prompt: str, serial: int | None
     seen = look(home, model_name, prompt, serial, data)
     console.print(f"Model '{seen.where.model_name}', serial {seen.where.serial}: {seen.where.path}\n", markup=False,
                   soft_wrap=True)
-    reports.print_tokens(console, seen.inspection)
-    reports.print_next_token(console, seen.inspection, top_k)
-    reports.print_attention_summary(console, seen.inspection)
-    reports.print_logit_lens(console, seen.inspection)
+    inspect_views.print_tokens(console, seen.inspection)
+    inspect_views.print_next_token(console, seen.inspection, top_k)
+    inspect_views.print_attention_summary(console, seen.inspection)
+    inspect_views.print_logit_lens(console, seen.inspection)
     console.print(Text("\n5. Embeddings: where the most frequent tokens sit", style="bold"))
     console.print(seen.pca_note, markup=False, soft_wrap=True)
     with console.status("Drawing the figures..."):

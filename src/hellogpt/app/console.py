@@ -7,7 +7,8 @@ It walks a newcomer from an empty folder to a model writing text, asking before 
     3. the model has no checkpoint? show the training configuration and the data, offer to train it
     4. the prompt loop: type a beginning, the continuation streams; /help lists the commands
 
-A model that is already trained goes straight to step 4. Questions read standard input, so
+Steps 1 to 3 are guide.py's; this module is the prompt loop. A model that is already trained goes
+straight to step 4, without loading the training code. Questions read standard input, so
 answers can be piped in (`printf 'y\\n' | python main.py`); `--yes` answers yes to all of them
 (and takes the bundled books).
 """
@@ -18,26 +19,14 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from rich.console import Console
-from rich.table import Table
-
-from hellogpt.app.commands import show_inspection
-from hellogpt.app.progress import TokenizingBar, print_summary, training_display
-from hellogpt.app.questions import Declined, ask
+from hellogpt.app.questions import Declined
 from hellogpt.app.reports import print_models, val_bpb
-from hellogpt.app.setup import ensure_books, ensure_tokenizer
-from hellogpt.core.device import pick_device, setup_device
 from hellogpt.core.errors import UserError
 from hellogpt.core.paths import Home
 from hellogpt.core.settings import Config, given_settings_from_args
 from hellogpt.core.text import valid_text
-from hellogpt.data.tokens import num_windows, prepare_tokens
 from hellogpt.generation.generator import Settings, load_generator
-from hellogpt.model.checkpoint import gpt_config, serials
-from hellogpt.model.gpt import GPT
-from hellogpt.training.schedule import plan_for
-from hellogpt.training.sizing import fit_size, should_fit
-from hellogpt.training.trainer import train
+from hellogpt.model.checkpoint import serials
 
 BANNER = r"""
   _   _      _ _        ____ ____ _____
@@ -48,67 +37,6 @@ BANNER = r"""
  A small GPT you train yourself on books.
 """
 EXIT_WORDS = {"x", "/quit", "/exit"}
-
-
-def optimizer_rows(config: Config) -> list[tuple[str, str, str]]:
-    end = "0" if not config.min_lr_ratio else f"{config.min_lr_ratio:g} of it"
-    schedule = f"peak, after {config.warmup_steps} warm-up steps, then linear decay to {end}"
-    if config.optimizer == "adamw":
-        return [("optimizer", "adamw", "AdamW for every parameter"), ("learning rate", f"{config.lr:g}", schedule)]
-    return [("optimizer", "muon", "Muon for the blocks' weight matrices, AdamW for the rest"),
-            ("learning rate", f"{config.muon_lr:g} / {config.lr:g}", f"Muon / AdamW {schedule}")]
-
-
-def ensure_model(home: Home, args, given: dict) -> None:
-    """Steps 1 to 3 for a model without a checkpoint: books, tokenizer, then training it. `given`: the
-    settings the user set (flags and --config file)."""
-    config = Config(**given)  # a bad setting is reported now, not after the questions
-    pick_device(config.device)
-    books = ensure_books(home, args.data, args.yes, getattr(args, "mirror", None))
-    tokenizer = ensure_tokenizer(home, config, books, args.yes)
-    console = Console(soft_wrap=True)
-    data = prepare_tokens(home, books, tokenizer, config.val_fraction, TokenizingBar(console))
-    if should_fit(given, config):  # the size for this machine and these books, shown before training
-        device = pick_device(config.device)
-        setup_device(device)
-        config = fit_size(config, len(data.train), tokenizer.vocab_size, device, print)
-        given = {**given, "size": config.size}  # decided: training takes it as given
-    print()
-    console.print(training_table(config, books, data, tokenizer.vocab_size))
-    print("Change any of these with flags (e.g. `python main.py --time 300` or `--size 6`) or a TOML file "
-          "(--config FILE).")
-    if not ask(f"Train '{config.model_name}' now? (Ctrl-C stops and saves)", args.yes):
-        raise Declined(f"Train it with `hellogpt train --model-name {config.model_name}`, then run me again.")
-    # A Ctrl-C saves; the prompt loop uses what was saved.
-    print_summary(console, train(config, home, books, given=given, reporter=training_display(console)))
-
-
-def training_table(config: Config, books, data, vocab_size: int) -> Table:
-    """What training would use: the model, the run's length, the optimizer, the data."""
-    params = GPT(gpt_config(config, vocab_size)).num_params()
-    T = config.max_seq_len
-    plan = plan_for(config, len(data.train), config.tokens_per_step())
-    table = Table(title=f"Model '{config.model_name}' has no checkpoint yet. Training would use:", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_column()
-    rows = [
-        ("model", f"{params:,}", f"parameters (size {config.size}): {config.n_layers} layers, {config.n_heads} "
-                                 f"heads, d_model {config.d_model}, d_ffn {config.d_ffn}, context {T} tokens"),
-        ("run length", plan.describe(), "of training (--time, --max-steps or --epochs; the first reached ends it)"),
-        ("batch size", f"{config.batch_size}", f"windows of {T} tokens per step"),
-        *optimizer_rows(config),
-        ("dropout", f"{config.dropout:g}", "of activations zeroed while training"),
-        ("clipping threshold", f"{config.grad_clip:g}", "largest gradient norm (0: no clipping)"),
-        ("books", f"{len(data.books)}", f"in {books}"),
-        ("tokens", f"{len(data.train) + len(data.val):,}", f"train {len(data.train):,}, validation {len(data.val):,} "
-                                                           f"(the last {config.val_fraction:.0%} of each book)"),
-        ("training samples", f"{num_windows(data.train, T):,}", f"windows of {T} tokens"),
-        ("validation samples", f"{num_windows(data.val, T):,}", f"windows of {T} tokens"),
-    ]
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 @dataclass
@@ -242,6 +170,8 @@ class App:
               f"tokens, repetition penalty {s.repetition_penalty}, seed {'off' if s.seed is None else s.seed}")
 
     def inspect(self, prompt: str) -> None:
+        from hellogpt.app.commands import show_inspection  # start-up: inspection's modules only when asked
+
         show_inspection(self.home, self.where.model_name, prompt, serial=self.where.serial)
 
 
@@ -300,6 +230,8 @@ def run(args, home: Home) -> int:
     given = given_settings_from_args(args)
     config = Config(**given)
     if not serials(home.model_dir(config.model_name)):
+        from hellogpt.app.guide import ensure_model  # start-up: training's modules only without a model
+
         try:
             ensure_model(home, args, given)
         except Declined as e:
