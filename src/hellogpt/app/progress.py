@@ -68,7 +68,7 @@ class LogLines(Reporter):
     def __init__(self, console: Console, interval: float = 5.0):
         self.console, self.interval = console, interval
         self.last = -math.inf
-        self.tokenizing = TokenizingBar(console)
+        self.tokenizing_bar = TokenizingBar(console)
 
     def line(self, s: Status) -> str:
         val = f" | val {s.val_loss:.4f}" if s.val_loss is not None else ""
@@ -84,6 +84,9 @@ class LogLines(Reporter):
 
     def note(self, message: str) -> None:
         self.console.print(message, highlight=False, markup=False)
+
+    def tokenizing(self, done: int, total: int) -> None:
+        self.tokenizing_bar(done, total)
 
     def retry_save(self, message: str) -> bool:
         """On a terminal, ask whether to try the failed save again (after freeing space, say)."""

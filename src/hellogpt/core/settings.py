@@ -134,6 +134,7 @@ def size_settings(size: int) -> dict:
 # better). Larger texts were not tried: they keep 2,560 unless --vocab-size says otherwise.
 LARGE_TEXT_CHARS = 450_000
 MIN_VOCAB_SIZE = 257  # the 256 byte values plus <|endoftext|>
+SEED_LIMIT = 2**63  # seeds go to torch.manual_seed, which takes 64-bit integers
 SMALL_VOCAB, LARGE_VOCAB = 2048, 2560
 
 
@@ -278,7 +279,7 @@ def check(config: Config) -> None:
         ("max_steps", config.max_steps >= 0, "0 (no step limit) or more"),
         ("eval_every", config.eval_every >= 0, "0 (only at the end) or more"),
         ("save_every", config.save_every >= 0, "0 (only at the end) or more"),
-        ("seed", 0 <= config.seed < 2**63, "from 0 to 2**63 - 1"),
+        ("seed", 0 <= config.seed < SEED_LIMIT, "from 0 to 2**63 - 1"),
         ("gelu", config.gelu in GELUS, "'exact' or 'tanh'"),
         ("optimizer", config.optimizer in OPTIMIZERS, "'muon' or 'adamw'"),
     ]

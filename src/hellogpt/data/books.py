@@ -39,6 +39,11 @@ def bundled_text(book_id: int) -> bytes:
     return gzip.decompress(resources.files("hellogpt.data").joinpath(f"bundled/pg{book_id}.txt.gz").read_bytes())
 
 
+def book_path(data_dir: Path, book_id: int) -> Path:
+    """Where a Project Gutenberg book lives in a folder of books, bundled or downloaded: pg<id>.txt."""
+    return Path(data_dir) / f"pg{book_id}.txt"
+
+
 def add_bundled_books(data_dir: Path) -> list[Path]:
     """Write the bundled books into `data_dir` as pg<id>.txt (as a download names them); books already
     there are left as they are. Returns the paths of all of them."""
@@ -48,7 +53,7 @@ def add_bundled_books(data_dir: Path) -> list[Path]:
                         "out to use data/).")
     paths = []
     for book_id in BUNDLED_BOOKS:
-        path = data_dir / f"pg{book_id}.txt"
+        path = book_path(data_dir, book_id)
         if not path.is_file():
             with atomic_path(path) as tmp:
                 tmp.write_bytes(bundled_text(book_id))

@@ -19,6 +19,7 @@ from typing import Callable
 from hellogpt import __version__
 from hellogpt.core.errors import UserError
 from hellogpt.core.fileio import atomic_path
+from hellogpt.data.books import book_path
 
 GUTENBERG = "https://www.gutenberg.org"
 MIRROR_ENV = "HELLOGPT_GUTENBERG_MIRROR"
@@ -42,10 +43,6 @@ class TransferError(Exception):
 
 def book_url(mirror: str, book_id: int) -> str:
     return f"{mirror.rstrip('/')}/cache/epub/{book_id}/pg{book_id}.txt"
-
-
-def book_path(data_dir: Path, book_id: int) -> Path:
-    return Path(data_dir) / f"pg{book_id}.txt"
 
 
 class DownloadProgress:

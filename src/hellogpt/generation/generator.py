@@ -35,6 +35,7 @@ import torch
 
 from hellogpt.core.device import pick_device
 from hellogpt.core.errors import UserError
+from hellogpt.core.settings import SEED_LIMIT
 from hellogpt.model.checkpoint import Located, load_for_inference
 from hellogpt.model.gpt import GPT, KVCache
 
@@ -64,7 +65,7 @@ class Settings:
             (0 < self.top_p <= 1, f"top-p must be above 0 and at most 1 (1 is off; got {self.top_p})"),
             (0 < self.repetition_penalty < math.inf, f"repetition penalty must be above 0 and finite (1 is off; got "
                                           f"{self.repetition_penalty})"),
-            (self.seed is None or 0 <= self.seed < 2**63, f"seed must be from 0 to 2**63 - 1 (got {self.seed})"),
+            (self.seed is None or 0 <= self.seed < SEED_LIMIT, f"seed must be from 0 to 2**63 - 1 (got {self.seed})"),
         ]
         for ok, message in checks:
             if not ok:
